@@ -1,0 +1,19 @@
+"""dualcalc: a symbolic dual-activation compiler for infinite-width NNGP/NTK kernels.
+
+Public API (see ARCHITECTURE.md): ``activation``, ``register``, ``Activation``,
+``Dual`` and the errors; networks, kernels and sketches are re-exported here as
+they land.
+"""
+from .activation import Activation, activation, register
+from .dual import Dual
+from .errors import (BackendError, CatalogError, DivergentError, DualcalcError, FormulaError,
+                     InputError, ParameterError, UnknownActivationError)
+from .formula import parse_formula
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Activation", "Dual", "activation", "register", "parse_formula",
+    "DualcalcError", "FormulaError", "UnknownActivationError", "ParameterError", "CatalogError",
+    "DivergentError", "InputError", "BackendError", "__version__",
+]

@@ -1,0 +1,263 @@
+r"""Activations: a SymPy expression in x, its parameters, and its dual.
+
+>>> import dualcalc as dc
+>>> act = dc.activation("gelu")
+>>> act.dual.method
+'closed-form'
+>>> float(act.nngp(1.0, 1.0, 0.5))  # E[σ(u)σ(v)], (u, v) ~ N(0, [[1, .5], [.5, 1]])
+0.2...
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import scipy.optimize
+import scipy.special
+import sympy as sp
+
+from . import hermite as H
+from .catalog import REGISTRY, CatalogEntry, parse_entry
+from .derive import Derived, polynomial_dual, rectified_monomial_dual
+from .dual import CLOSED_FORM, DEFAULT_TOL, HERMITE, Dual, HermiteSeries
+from .errors import DivergentError, FormulaError, ParameterError
+from .formula import DUAL_VARIABLES, exact_number, parse_formula
+from .symbols import c, x
+
+_NUMPY_MODULES = [{"erf": scipy.special.erf, "erfc": scipy.special.erfc}, "numpy"]
+
+
+def numpy_function(expr: sp.Expr) -> Callable[[np.ndarray], np.ndarray]:
+    """σ as a vectorised float64 NumPy function (from a SymPy tree, never from user text)."""
+    f = sp.lambdify([x], expr, modules=_NUMPY_MODULES)
+
+    def sigma(t):
+        t = np.asarray(t, dtype=np.float64)
+        with np.errstate(all="ignore"):
+            return np.broadcast_to(np.asarray(f(t), dtype=np.float64), t.shape)
+
+    return sigma
+
+
+def find_kinks(expr: sp.Expr) -> tuple[float, ...]:
+    """The real x where σ is not smooth: zeros of the arguments of abs, sign, step,
+    max, min, and of the conditions of piecewise forms (found numerically, refined by
+    Brent's method on [−60, 60])."""
+    args: list[sp.Expr] = []
+    for node in sp.preorder_traversal(expr):
+        if isinstance(node, sp.Abs | sp.sign | sp.Heaviside):
+            args.append(node.args[0])
+        elif isinstance(node, sp.Max | sp.Min):
+            a = node.args
+            args.extend(a[i] - a[j] for i in range(len(a)) for j in range(i + 1, len(a)))
+        elif isinstance(node, sp.Piecewise):
+            for _, cond in node.args:
+                if isinstance(cond, sp.core.relational.Relational):
+                    args.append(cond.lhs - cond.rhs)
+    roots: set[float] = set()
+    grid = np.linspace(-60.0, 60.0, 24001)
+    for a in args:
+        if not a.has(x):
+            continue
+        g = numpy_function(a)
+        v = g(grid)
+        exact = grid[v == 0.0]
+        roots.update(float(r) for r in exact)
+        s = np.sign(v)
+        for i in np.flatnonzero((s[:-1] * s[1:]) < 0):
+            if np.isfinite(v[i]) and np.isfinite(v[i + 1]):
+                roots.add(round(float(scipy.optimize.brentq(lambda t: float(g(np.array(t))), grid[i], grid[i + 1],
+                                                             xtol=1e-15)), 14))
+    return tuple(sorted(roots))
+
+
+def _has_delta_derivative(expr: sp.Expr) -> bool:
+    """True when σ jumps (sign, step, or a discontinuous piecewise form): σ' holds a delta."""
+    d = sp.diff(expr, x)
+    return d.has(sp.DiracDelta)
+
+
+class Activation:
+    """An activation function σ(x) as a layer and as the source of a dual.
+
+    Use :func:`activation` to make one.  ``expr`` is the SymPy expression in ``x``
+    with the parameter values substituted; ``params`` the values; ``dual`` the
+    :class:`~dualcalc.dual.Dual` (closed form when one is known, Hermite otherwise).
+    """
+
+    def __init__(self, expr: sp.Expr, *, name: str | None = None, formula: str | None = None,
+                 params: Mapping[str, Any] | None = None, entry: CatalogEntry | None = None,
+                 tol: float = DEFAULT_TOL):
+        self.expr = expr
+        self.name = name
+        self.formula = formula if formula is not None else str(expr)
+        self.params = dict(params or {})
+        self.entry = entry
+        self.tol = tol
+
+    def __repr__(self) -> str:
+        label = self.name or self.formula
+        p = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"Activation({label!r}{', ' + p if p else ''})"
+
+    @property
+    def label(self) -> str:
+        return self.name or self.formula
+
+    # -- numerics of σ itself -------------------------------------------------
+    @cached_property
+    def function(self) -> Callable[[np.ndarray], np.ndarray]:
+        """σ as a NumPy function."""
+        return numpy_function(self.expr)
+
+    def __call__(self, t):
+        return self.function(t)
+
+    @cached_property
+    def kinks(self) -> tuple[float, ...]:
+        return find_kinks(self.expr)
+
+    # -- the dual ---------------------------------------------------------------
+    @cached_property
+    def dual(self) -> Dual:
+        derived = self._closed_form()
+        if derived is not None:
+            return Dual(method=CLOSED_FORM, rule=derived.rule, nngp_rho=derived.nngp,
+                        ntk_rho=derived.ntk, ntk_convention=derived.ntk_convention)
+        series = HermiteSeries(self.function, self.kinks, tol=self.tol)
+        # Fail early (and specifically) for activations whose square is not integrable.
+        series.table(np.array([1.0]), degree=4)
+        conv = "price"
+        if _has_delta_derivative(self.expr):
+            conv = "zero-a.e."
+        return Dual(method=HERMITE, rule="hermite-quadrature", series=series, ntk_convention=conv)
+
+    def _closed_form(self) -> Derived | None:
+        e = self.entry
+        if e is not None and e.nngp is not None:
+            values = {k: v for k, v in self.params.items() if not isinstance(v, list)}
+            k = parse_formula(e.nngp, values, variables=DUAL_VARIABLES)
+            t = (parse_formula(e.ntk, values, variables=DUAL_VARIABLES) if e.ntk is not None
+                 else sp.diff(k, c) if e.ntk_convention == "price" else sp.S.Zero)
+            return Derived(nngp=k, ntk=t, rule=f"catalog:{e.name}", ntk_convention=e.ntk_convention)
+        if e is not None and e.rule == "rectified_monomial":
+            return rectified_monomial_dual(int(self.params["n"]))
+        return polynomial_dual(self.expr)  # catalog rule "polynomial", or any polynomial formula
+
+    def nngp(self, q1, q2, c):
+        """k(q1, q2, c) = E[σ(u)σ(v)], (u, v) ~ N(0, [[q1, c], [c, q2]]); vectorised, float64."""
+        return self.dual.evaluate("nngp", q1, q2, c)
+
+    def ntk(self, q1, q2, c):
+        """k̇(q1, q2, c) = E[σ'(u)σ'(v)] (= ∂k/∂c by Price's theorem); vectorised, float64.
+
+        Where σ' holds a delta (sign, step) this is 0: σ' = 0 almost everywhere, the
+        convention of neural-tangents and of gradient descent on a finite network.
+        """
+        if self.dual.ntk_convention == "zero-a.e.":
+            warnings.warn(f"{self.label}: σ' is a delta; the derivative dual is taken as 0 "
+                          "(σ' = 0 almost everywhere, as in neural-tangents)", RuntimeWarning, stacklevel=2)
+            a, b, cc = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (q1, q2, c)))
+            return np.zeros(a.shape)
+        return self.dual.evaluate("ntk", q1, q2, c)
+
+    def hermite(self, degree: int, q=1.0) -> np.ndarray:
+        """Normalised Hermite coefficients r_l(q) = E[σ(√q g) h_l(g)], l = 0..degree.
+
+        ``h_l = He_l/√(l!)``.  A scalar ``q`` gives shape (degree+1,), an array (len(q), degree+1).
+        """
+        if int(degree) != degree or degree < 0:
+            raise ValueError(f"degree must be a non-negative integer, got {degree!r}")
+        R, _ = H.coefficient_table(self.function, int(degree), q, self.kinks)
+        return R[0] if np.ndim(q) == 0 else R
+
+    def taylor(self, degree: int) -> np.ndarray:
+        """Taylor coefficients of the unit-variance dual k(1, 1, ρ) = Σ_l r_l(1)² ρ^l."""
+        return self.hermite(degree, 1.0) ** 2
+
+
+def _entry_params(entry: CatalogEntry, given: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = set(given) - set(entry.parameters)
+    if unknown:
+        allowed = ", ".join(f"{k}={v!r}" for k, v in entry.parameters.items()) or "none"
+        raise ParameterError(f"activation {entry.name!r} has no parameter(s) {', '.join(sorted(unknown))}; "
+                             f"its parameters: {allowed}")
+    values = dict(entry.parameters)
+    values.update(given)
+    for k, v in values.items():
+        if isinstance(entry.parameters[k], list):
+            if not isinstance(v, list | tuple | np.ndarray) or len(v) == 0:
+                raise ParameterError(f"parameter {k!r} of {entry.name!r} must be a non-empty list of numbers")
+            values[k] = [float(e) for e in v]
+            if not all(np.isfinite(values[k])):
+                raise ParameterError(f"parameter {k!r} must hold finite numbers")
+        elif isinstance(entry.parameters[k], int) and entry.rule in ("rectified_monomial",) and k == "n":
+            if int(v) != v or v < 0:
+                raise ParameterError(f"parameter n of {entry.name!r} must be a non-negative integer, got {v!r}")
+            values[k] = int(v)
+    return values
+
+
+def _entry_expr(entry: CatalogEntry, values: Mapping[str, Any]) -> sp.Expr:
+    if entry.builder == "polynomial":
+        coeffs = values["coefficients"]
+        return sum((exact_number(m) * x**j for j, m in enumerate(coeffs)), sp.S.Zero)
+    scalars = {k: v for k, v in values.items() if not isinstance(v, list)}
+    return parse_formula(entry.formula, scalars)
+
+
+def activation(name_or_formula: str | Activation, /, **params: Any) -> Activation:
+    """An activation from a catalog name or a formula in ``x``.
+
+    >>> activation("leaky_relu", alpha=0.1)     # catalog entry with a parameter
+    >>> activation("x*erf(x)")                  # any formula in x
+    >>> activation("a*sin(b*x)", a=2.0, b=0.5)  # a formula with parameters
+
+    Names are looked up in this process's registrations, the user catalog and the
+    built-in catalog (case-insensitive, aliases too); any other text is parsed as a
+    formula by the safe parser.
+    """
+    if isinstance(name_or_formula, Activation):
+        if params:
+            raise ParameterError("parameters cannot be given with an existing Activation")
+        return name_or_formula
+    if not isinstance(name_or_formula, str):
+        raise FormulaError(f"an activation is a name or a formula string, got {type(name_or_formula).__name__}")
+    text = name_or_formula.strip()
+    entry = REGISTRY.lookup(text) if text.isidentifier() else None
+    if entry is not None:
+        values = _entry_params(entry, params)
+        expr = _entry_expr(entry, values)
+        return Activation(expr, name=entry.name, formula=entry.formula, params=values, entry=entry)
+    if text.isidentifier() and text != "x":
+        raise REGISTRY.unknown(text)
+    expr = parse_formula(text, params, require_all_params=True)
+    if not expr.has(x):
+        raise FormulaError(f"formula {text!r} does not depend on x")
+    return Activation(expr, formula=text, params=dict(params))
+
+
+def register(name: str, formula: str, /, **defaults: Any) -> Activation:
+    """Register a named activation for this process: ``register("swish", "x/(1+exp(-x))")``.
+
+    The formula is validated by the safe parser (with the defaults as parameter
+    values) before anything is registered.  Returns the activation at its defaults.
+    """
+    if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+        raise ParameterError(f"an activation name must be an identifier, got {name!r}")
+    if name == "x":
+        raise ParameterError("'x' cannot be an activation name")
+    parse_formula(formula, defaults, require_all_params=True)  # validate first
+    lines = [f'name = "{name}"', f"formula = {_toml_string(formula)}", "[parameters]"]
+    lines += [f"{k} = {float(v)!r}" for k, v in defaults.items()]
+    entry = parse_entry("\n".join(lines), source=f"register({name!r})")
+    REGISTRY.add(entry)
+    return activation(name)
+
+
+def _toml_string(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
