@@ -9,11 +9,12 @@ from .dual import Dual
 from .errors import (BackendError, CatalogError, DivergentError, DualcalcError, FormulaError,
                      InputError, ParameterError, UnknownActivationError)
 from .formula import parse_formula
+from .network import Dense, Kernel, Network, serial
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Activation", "Dual", "activation", "register", "parse_formula",
+    "Activation", "Dual", "Dense", "Kernel", "Network", "serial", "activation", "register", "parse_formula",
     "DualcalcError", "FormulaError", "UnknownActivationError", "ParameterError", "CatalogError",
     "DivergentError", "InputError", "BackendError", "__version__",
 ]
