@@ -178,6 +178,15 @@ class Activation:
         """Taylor coefficients of the unit-variance dual k(1, 1, ρ) = Σ_l r_l(1)² ρ^l."""
         return self.hermite(degree, 1.0) ** 2
 
+    def __getstate__(self):
+        """Pickle (Dask workers, multiprocessing) without the lambdified σ, which does not
+        pickle; a Hermite dual holds σ too and is re-derived where it is next used."""
+        state = self.__dict__.copy()
+        state.pop("function", None)
+        if getattr(state.get("dual"), "series", None) is not None:
+            del state["dual"]
+        return state
+
 
 def _entry_params(entry: CatalogEntry, given: Mapping[str, Any]) -> dict[str, Any]:
     unknown = set(given) - set(entry.parameters)

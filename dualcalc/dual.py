@@ -179,3 +179,11 @@ class Dual:
             return self._series_eval(which, a, b, cc, r)
         fn = self._k_fn if which == "nngp" else self._t_fn
         return fn(a, b, cc, r)
+
+    def __getstate__(self):
+        """Pickle without the lambdified functions (rebuilt on first use); see Activation."""
+        state = self.__dict__.copy()
+        for key in ("_k_fn", "_t_fn"):
+            state.pop(key, None)
+        state["_cache"] = {}
+        return state

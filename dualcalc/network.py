@@ -77,6 +77,10 @@ class Network:
         backend: "numpy" (reference), "numba" (generated, CPU), "cuda" (generated, GPU),
         "auto" (cuda when a GPU is visible, else numba).
         """
+        if hasattr(X, "__dask_graph__") or hasattr(Y, "__dask_graph__"):  # Dask: lazy tiles (docs/dask.md)
+            from .distributed import dask_kernel
+
+            return dask_kernel(self, X, Y, get=get, backend=backend, dtype=dtype, **options)
         get = (get,) if isinstance(get, str) else tuple(get)
         bad = set(get) - {"nngp", "ntk"}
         if bad or not get:
