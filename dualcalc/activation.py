@@ -187,6 +187,13 @@ class Activation:
             del state["dual"]
         return state
 
+    def plot(self, **kwargs):
+        """σ, k(ρ) and k̇(ρ) at a few variances and the Hermite decay: a matplotlib Figure
+        (see :func:`dualcalc.plotting.plot_activation` for the options)."""
+        from .plotting import plot_activation
+
+        return plot_activation(self, **kwargs)
+
 
 def _entry_params(entry: CatalogEntry, given: Mapping[str, Any]) -> dict[str, Any]:
     unknown = set(given) - set(entry.parameters)
