@@ -94,11 +94,12 @@ def collect(*, include_user: bool = True, only: Sequence[str] | None = None) -> 
             by_name[name] = Job(name, text, origin, str(path))
     if only:
         wanted = list(dict.fromkeys(only))
-        missing = [n for n in wanted if n not in by_name]
+        broken = {Path(e["file"]).stem for e in plan.errors}  # a file that does not parse has no name
+        missing = [n for n in wanted if n not in by_name and n not in broken]
         if missing:
             raise CatalogError(f"--only: not in the catalog: {', '.join(missing)}; "
                                f"known: {', '.join(sorted(by_name))}")
-        by_name = {n: by_name[n] for n in wanted}
+        by_name = {n: by_name[n] for n in wanted if n in by_name}
         plan.errors = [e for e in plan.errors if Path(e["file"]).stem in wanted]
     plan.jobs = [by_name[n] for n in sorted(by_name)]
     return plan
@@ -436,7 +437,10 @@ def build_catalog(out_dir: str | os.PathLike = DEFAULT_OUT, *, target: str = "al
     for note in plan.notes:
         print(f"note    {note}", file=stream)
     for e in plan.errors:
-        print(f"FAILED  {e['origin']} catalog file {e['file']}: {e['error']}", file=stream)
+        msg = e["error"]
+        prefix = Path(e["file"]).name + ": "
+        msg = msg[len(prefix):] if msg.startswith(prefix) else msg
+        print(f"FAILED  {e['origin']} catalog file {e['file']}: {msg}", file=stream)
     for name in sorted(records):
         print(_line(records[name]), file=stream)
 

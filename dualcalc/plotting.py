@@ -40,6 +40,12 @@ def plot_activation(act, *, variances: Sequence[float] = PLOT_VARIANCES, degree:
     from .activation import activation
 
     act = activation(act)
+    with warnings.catch_warnings():  # accuracy notes of Hermite duals belong to act.dual, not the plot
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return _plot(act, variances, degree, x_range, n_rho, figsize)
+
+
+def _plot(act, variances, degree, x_range, n_rho, figsize):
     Figure = _figure_class()
     fig = Figure(figsize=figsize, layout="constrained")
     axs = fig.subplots(2, 2)
@@ -57,10 +63,8 @@ def plot_activation(act, *, variances: Sequence[float] = PLOT_VARIANCES, degree:
 
     rho = np.linspace(-1.0, 1.0, n_rho)
     qv = np.asarray(variances, dtype=np.float64)[:, None] * np.ones_like(rho)[None, :]
-    with warnings.catch_warnings():  # one call each: a Hermite dual builds its tables once
-        warnings.simplefilter("ignore", RuntimeWarning)
-        K = act.nngp(qv, qv, rho[None, :] * qv)
-        T = act.ntk(qv, qv, rho[None, :] * qv)
+    K = act.nngp(qv, qv, rho[None, :] * qv)  # one call each: a Hermite dual builds its tables once
+    T = act.ntk(qv, qv, rho[None, :] * qv)
     for i, q in enumerate(variances):
         axs[0, 1].plot(rho, K[i], color=f"C{i}", label=f"q = {q:g}")
         axs[1, 0].plot(rho, T[i], color=f"C{i}", label=f"q = {q:g}")

@@ -113,7 +113,8 @@ def half_width(f: Callable[[np.ndarray], np.ndarray], q: float, kinks: Sequence[
     for L in _HALF_WIDTHS:
         t, w = _panel_rule(_edges(L, [k / s for k in kinks] if s > 0 else ()))
         fv = _eval(f, s * t)
-        m = float(np.sum(_weighted(fv * fv, _gauss_weights(t, w))))
+        with np.errstate(all="ignore"):
+            m = float(np.sum(_weighted(fv * fv, _gauss_weights(t, w))))
         probe = L + np.linspace(0.0, 8.0, 33)
         probe = np.concatenate([probe, -probe])
         with np.errstate(all="ignore"):
@@ -172,7 +173,14 @@ def expectation_2d(f: Callable[[np.ndarray], np.ndarray], g: Callable[[np.ndarra
     else:
         outer_brk = [k / s1 for k in kinks_f]
         if rho != 0.0:
-            outer_brk += [k / (s2 * rho) for k in kinks_g]
+            # The inner integral is a Gaussian smoothing of g over a width sr/|ρ| (in g1) around
+            # each kink image: when ρ → ±1 it is a steep but smooth step there; grade the panels.
+            width = sr / abs(rho)
+            for k in kinks_g:
+                b = k / (s2 * rho)
+                outer_brk.append(b)
+                if width < 1.0:
+                    outer_brk += [b + sgn * width * m for m in (0.25, 0.5, 1.0, 2.0, 4.0, 8.0) for sgn in (-1, 1)]
         t1, w1 = _panel_rule(_edges(L, outer_brk))
         W1 = _gauss_weights(t1, w1)
         keep = W1 != 0.0
