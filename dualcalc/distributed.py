@@ -67,17 +67,21 @@ def is_dask_array(a) -> bool:
 
 
 def content_token(obj) -> str:
-    """A content hash of ``obj`` (pickled); a random token when it does not pickle.
+    """A content hash of ``obj``; a random token when it does not pickle.
 
-    Two equal networks get the same token, so a worker reuses the copy (and compiled
-    kernels) it already holds; an object that cannot be hashed is never confused with another.
+    The hash is taken of the pickle of a pickled-and-restored copy: pickle's byte stream
+    depends on which equal strings happen to be the same object, and one round trip
+    makes that canonical.  Equal networks get the same token, so a worker reuses the copy
+    (and the compiled kernels) it already holds; different contents never share a token.
     """
-    for dumps in (pickle.dumps, _cloudpickle_dumps):
+    try:
+        data = pickle.dumps(pickle.loads(pickle.dumps(obj)))
+    except Exception:  # noqa: BLE001 - any pickling failure: try cloudpickle, then give up
         try:
-            return hashlib.sha256(dumps(obj)).hexdigest()[:32]
-        except Exception:  # noqa: BLE001 - any pickling failure means "no content token"
-            continue
-    return uuid.uuid4().hex
+            data = _cloudpickle_dumps(obj)
+        except Exception:  # noqa: BLE001
+            return uuid.uuid4().hex
+    return hashlib.sha256(data).hexdigest()[:32]
 
 
 def _cloudpickle_dumps(obj):
@@ -184,16 +188,25 @@ def _row_ranges(chunks: tuple) -> list:
 
 
 # -- exact kernels ---------------------------------------------------------------------------
-def _kernel_tile(token, net, x, y, get, backend, dtype, options, rows, cols):
+def _check_finite(A, name: str, rows) -> None:
+    """NaN/Inf in a row block, reported with the row number in the whole array."""
+    if A is None or A.dtype.kind != "f":
+        return
+    bad = ~np.isfinite(A)
+    if bad.any():
+        first = np.argwhere(bad)[0]
+        where = f"row {first[0] + rows[0]}" if rows else f"row {first[0]} of a row block of unknown offset"
+        rest = ", ".join(str(int(v)) for v in first[1:])
+        raise InputError(f"{name} contains NaN or Inf (first at {where}, {'column' if A.ndim == 2 else 'index'} "
+                         f"{rest})")
+
+
+def _kernel_tile(token, net, x, y, get, backend, dtype, options, rows, cols, y_name):
     """One tile: K(X_rows, Y_cols) for the names in ``get``, stacked (len(get), a, b)."""
     net = local_object(token, net)
-    try:
-        k = net.kernel(x, y, get=get, backend=backend, dtype=dtype, **options)
-    except InputError as e:
-        where = (f"rows {rows[0]}..{rows[1] - 1} of X" if rows else "a row block of X")
-        if y is not None:
-            where += f" × rows {cols[0]}..{cols[1] - 1} of Y" if cols else " × a row block of Y"
-        raise InputError(f"{e} (row numbers within the tile of {where})") from None
+    _check_finite(x, "X", rows)
+    _check_finite(y, y_name, cols)
+    k = net.kernel(x, y, get=get, backend=backend, dtype=dtype, **options)
     _count("tiles")
     return np.stack([np.asarray(getattr(k, g)) for g in get])
 
@@ -245,7 +258,7 @@ def dask_kernel(net, X, Y=None, *, get: Sequence[str] | str = ("nngp", "ntk"), b
                 continue
             y_ref = None if (symmetric and i == j) else (B.name, j) + zeros
             dsk[(name, 0, i, j)] = (_kernel_tile, token, net_key, (X.name, i) + zeros, y_ref, get, backend, dtype,
-                                    dict(options), rx[i], ry[j])
+                                    dict(options), rx[i], ry[j], "X" if symmetric else "Y")
     deps = [X] if symmetric else [X, Y]
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=deps)
     out_dtype = dtype
