@@ -53,8 +53,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from .errors import InputError, ParameterError
 
-__all__ = ["dask_kernel", "sketch_transform", "SketchedRidge", "is_dask_array", "local_object",
-           "worker_stats", "content_token"]
+__all__ = ["dask_kernel", "sketch_transform", "SketchedRidge", "ridge_statistics", "ridge_solve",
+           "sketch_predict", "gram_block", "is_dask_array", "local_object", "worker_stats", "content_token"]
 
 #: rows of one slab when a sketch block is featurized inside a task (bounds a task's memory).
 DEFAULT_SLAB_ROWS = 8192
@@ -283,44 +283,30 @@ def _check_fitted(sketch) -> None:
     check_is_fitted(sketch)
 
 
-def _featurize(sketch, x, slab: int):
-    """sketch.transform on slabs of rows (bounded memory); row-wise, so slabs change nothing."""
-    if len(x) <= slab:
-        return sketch.transform(x)
-    return np.concatenate([sketch.transform(x[s:s + slab]) for s in range(0, len(x), slab)])
-
-
-def _sketch_block(token, sketch, x, slab):
-    sketch = local_object(token, sketch)
-    z = _featurize(sketch, x, slab)
+def _sketch_block(token, sketch, x):
+    z = local_object(token, sketch).transform(x)
     _count("sketch_blocks")
     return z
 
 
-def _sketch_dtype(sketch):
-    dt = getattr(sketch, "dtype", None)
-    try:
-        return np.dtype(dt) if dt is not None else np.dtype(np.float64)
-    except TypeError:
-        return np.dtype(np.float64)
-
-
-def sketch_transform(sketch, X, *, slab_rows: int = DEFAULT_SLAB_ROWS):
+def sketch_transform(sketch, X):
     """Features of a *fitted* sketch for a Dask array X (n, d): a lazy (n, n_components) array.
 
-    Every row block is transformed by the same fitted sketch (shipped once per worker),
-    so the result is the in-memory ``sketch.transform(X)``, whatever the chunking and
-    the number of workers.  Inside a task rows are featurized ``slab_rows`` at a time.
+    Every row block is transformed by the same fitted sketch (shipped once per worker, a
+    single key of the graph).  A sketch whose features of a row depend on that row only
+    (the random maps are fixed at fit) gives the in-memory ``sketch.transform(X)`` bit for
+    bit, whatever the chunking and the number of workers; see docs/dask.md for the
+    activations where the sketch's coefficient tables depend on the batch.
     """
     _check_fitted(sketch)
     X = _as_dask(X, "X")
     m = _n_features_out(sketch)
     token = content_token(sketch)
     sk = dask.delayed(sketch, name="dualcalc-sketch-" + token, pure=True)
-    return da.blockwise(_sketch_block, "ij", token, None, sk, None, X, "ik", int(slab_rows), None,
-                        new_axes={"j": m}, concatenate=True,
-                        meta=np.empty((0, 0), dtype=_sketch_dtype(sketch)),
-                        name="dualcalc-sketch-transform-" + tokenize(token, X.name, slab_rows))
+    out_dtype = np.float32 if X.dtype == np.float32 else np.float64  # KernelSketch's rule
+    return da.blockwise(_sketch_block, "ij", token, None, sk, None, X, "ik",
+                        new_axes={"j": m}, concatenate=True, meta=np.empty((0, 0), dtype=out_dtype),
+                        name="dualcalc-sketch-transform-" + tokenize(token, X.name))
 
 
 # -- ridge regression on sketched features ---------------------------------------------------
@@ -366,18 +352,103 @@ def _predict_task(token, sketch, x, coef, intercept, slab):
     return out
 
 
+def _targets(y, n: int) -> None:
+    if y.ndim not in (1, 2) or y.shape[0] != n:
+        raise InputError(f"y must have shape (n,) or (n, k) with n = {n}, got {y.shape}")
+    if y.dtype.kind not in "fiub":
+        raise InputError(f"y must hold real numbers, got dtype {y.dtype}")
+
+
+def ridge_statistics(sketch, X, y, *, slab_rows: int = DEFAULT_SLAB_ROWS) -> np.ndarray:
+    """[Z 1]ᵀ[Z 1 y] over all rows of X, Z = sketch.transform(X), computed now (see :func:`gram_block`).
+
+    Dask input: one task per row block featurizes its rows slab by slab and returns its
+    (m + 1) × (m + 1 + k) partial sums; a Dask tree reduction adds them up, on whatever
+    scheduler is active.  In-memory input: the same per-block code, in this process.
+    """
+    _check_fitted(sketch)
+    slab = int(slab_rows)
+    if slab < 1:
+        raise ParameterError(f"slab_rows must be a positive number of rows, got {slab_rows!r}")
+    if is_dask_array(X) or is_dask_array(y):
+        X = _as_dask(X, "X")
+        y = y if is_dask_array(y) else np.asarray(y)
+        _targets(y, X.shape[0])
+        if not is_dask_array(y):
+            y = da.from_array(y, chunks=(X.chunks[0],) + y.shape[1:])
+        y2 = (y if y.ndim == 2 else y[:, None]).rechunk({0: X.chunks[0], 1: -1})
+        m, k = _n_features_out(sketch), y2.shape[1]
+        token = content_token(sketch)
+        sk = dask.delayed(sketch, name="dualcalc-sketch-" + token, pure=True)
+        parts = da.blockwise(_gram_task, "ipq", token, None, sk, None, X, "ia", y2, "ib", slab, None,
+                             new_axes={"p": m + 1, "q": m + 1 + k}, adjust_chunks={"i": 1},
+                             concatenate=True, meta=np.empty((0, 0, 0)),
+                             name="dualcalc-gram-" + tokenize(token, X.name, y2.name, slab))
+        (P,) = dask.compute(parts.sum(axis=0))
+        return P
+    X, y = np.asarray(X), np.asarray(y)
+    if X.ndim != 2:
+        raise InputError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
+    _targets(y, X.shape[0])
+    return gram_block(sketch, X, y, slab)
+
+
+def ridge_solve(P: np.ndarray, alpha: float, fit_intercept: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(coef (m, k), intercept (k,)) minimizing ‖y − Zw − b‖² + alpha‖w‖² from the statistics P.
+
+    With an intercept the Gram matrix and Zᵀy are centred (ZᵀZ − n·μμᵀ, Zᵀy − n·μȳᵀ), as
+    scikit-learn's Ridge centres the data.  Cholesky solve; least squares when singular.
+    """
+    import scipy.linalg
+
+    if not (isinstance(alpha, int | float | np.floating) and np.isfinite(alpha) and alpha >= 0):
+        raise ParameterError(f"alpha must be a finite non-negative number, got {alpha!r}")
+    m = P.shape[0] - 1
+    G, s, n, B, sy = P[:m, :m], P[:m, m], P[m, m], P[:m, m + 1:], P[m, m + 1:]
+    if fit_intercept:
+        mu, ybar = s / n, sy / n
+        G = G - n * np.outer(mu, mu)
+        B = B - n * np.outer(mu, ybar)
+    A = G + float(alpha) * np.eye(m)
+    try:
+        coef = scipy.linalg.solve(A, B, assume_a="pos")
+    except (np.linalg.LinAlgError, scipy.linalg.LinAlgError):
+        coef = scipy.linalg.lstsq(A, B)[0]  # alpha = 0 with a rank-deficient Gram matrix
+    intercept = (ybar - mu @ coef) if fit_intercept else np.zeros(B.shape[1])
+    return coef, intercept
+
+
+def sketch_predict(sketch, X, coef, intercept=0.0, *, slab_rows: int = DEFAULT_SLAB_ROWS):
+    """sketch.transform(X) @ coef + intercept, row block by row block (lazy for Dask input)."""
+    slab = int(slab_rows)
+    coef = np.asarray(coef, dtype=np.float64)
+    if not is_dask_array(X):
+        return _predict_rows(sketch, np.asarray(X), coef, intercept, slab)
+    X = _as_dask(X, "X")
+    token = content_token(sketch)
+    sk = dask.delayed(sketch, name="dualcalc-sketch-" + token, pure=True)
+    name = "dualcalc-predict-" + tokenize(token, X.name, coef, intercept, slab)
+    if coef.ndim == 1:
+        return da.blockwise(_predict_task, "i", token, None, sk, None, X, "ia", coef, None, intercept, None,
+                            slab, None, concatenate=True, meta=np.empty((0,)), name=name)
+    return da.blockwise(_predict_task, "ij", token, None, sk, None, X, "ia", coef, None, intercept, None,
+                        slab, None, new_axes={"j": coef.shape[1]}, concatenate=True, meta=np.empty((0, 0)),
+                        name=name)
+
+
 class SketchedRidge(BaseEstimator):
     """Ridge regression on sketched kernel features, in memory or over Dask arrays.
 
     Minimizes ‖y − Z·w − b‖² + alpha·‖w‖² with Z = sketch.transform(X) (b only with
     ``fit_intercept``), which approximates kernel ridge regression with the sketch's
     kernel.  For Dask input Zᵀ·Z and Zᵀ·y are accumulated block by block as one Dask
-    reduction (Z is never stored), the (m × m) system is solved on the client, and
-    :meth:`predict` maps over the row blocks.  In-memory input runs the same per-block
-    code in this process.
+    reduction (Z is never stored: :func:`ridge_statistics`), the (m × m) system is solved
+    on the client (:func:`ridge_solve`) and :meth:`predict` maps over the row blocks
+    (:func:`sketch_predict`).  In-memory input runs the same per-block code in this process.
 
-    ``sketch``: a :class:`dualcalc.KernelSketch` (or any transformer with ``transform``
-    and ``n_components``); fitted on X by :meth:`fit` unless it is fitted already.
+    ``sketch``: a fitted or unfitted :class:`dualcalc.KernelSketch`.  :meth:`fit` fits an
+    unfitted one on X — for Dask X on the first row block only (its degree choice looks
+    at a subsample anyway); fit it yourself to choose the sample.
     """
 
     def __init__(self, sketch, alpha: float = 1.0, *, fit_intercept: bool = True,
@@ -390,68 +461,24 @@ class SketchedRidge(BaseEstimator):
     def _fitted_sketch(self, X):
         try:
             _check_fitted(self.sketch)
-        except Exception:  # noqa: BLE001 - NotFittedError or a transformer without sklearn checks
-            if is_dask_array(X):
-                # Sketches are data-independent given (d, random_state): fit on one row block.
-                first = X.blocks[0] if X.ndim == 2 else X
-                self.sketch.fit(np.asarray(first.compute()))
-            else:
-                self.sketch.fit(X)
+        except Exception:  # noqa: BLE001 - NotFittedError, or a transformer without fitted attributes
+            first = X.blocks[0].compute() if is_dask_array(X) else X
+            self.sketch.fit(first)
         return self.sketch
-
-    def sufficient_statistics(self, X, y) -> np.ndarray:
-        """[Z 1]ᵀ[Z 1 y] summed over all rows (see :func:`gram_block`), computed now."""
-        if not (isinstance(self.alpha, int | float) and np.isfinite(self.alpha) and self.alpha >= 0):
-            raise ParameterError(f"alpha must be a finite non-negative number, got {self.alpha!r}")
-        slab = int(self.slab_rows)
-        if is_dask_array(X) or is_dask_array(y):
-            X = _as_dask(X, "X")
-            sketch = self._fitted_sketch(X)
-            y = y if is_dask_array(y) else da.from_array(np.asarray(y), chunks=(X.chunks[0],) + np.shape(y)[1:])
-            if y.ndim not in (1, 2) or y.shape[0] != X.shape[0]:
-                raise InputError(f"y must have shape (n,) or (n, k) with n = {X.shape[0]}, got {y.shape}")
-            y2 = y if y.ndim == 2 else y[:, None]
-            y2 = y2.rechunk({0: X.chunks[0], 1: -1})
-            m, k = _n_features_out(sketch), y2.shape[1]
-            token = content_token(sketch)
-            sk = dask.delayed(sketch, name="dualcalc-sketch-" + token, pure=True)
-            parts = da.blockwise(_gram_task, "ipq", token, None, sk, None, X, "ia", y2, "ib", slab, None,
-                                 new_axes={"p": m + 1, "q": m + 1 + k}, adjust_chunks={"i": 1},
-                                 concatenate=True, meta=np.empty((0, 0, 0)),
-                                 name="dualcalc-gram-" + tokenize(token, X.name, y2.name, slab))
-            (P,) = dask.compute(parts.sum(axis=0))
-            return P
-        X = np.asarray(X)
-        y = np.asarray(y)
-        if X.ndim != 2:
-            raise InputError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
-        if y.ndim not in (1, 2) or y.shape[0] != X.shape[0]:
-            raise InputError(f"y must have shape (n,) or (n, k) with n = {X.shape[0]}, got {y.shape}")
-        sketch = self._fitted_sketch(X)
-        return gram_block(sketch, X, y, slab)
 
     def fit(self, X, y):
         """Fit on X (n, d) and y (n,) or (n, k), Dask or in memory."""
-        import scipy.linalg
-
-        P = self.sufficient_statistics(X, y)
-        m = P.shape[0] - 1
-        G, s, n, B, sy = P[:m, :m], P[:m, m], P[m, m], P[:m, m + 1:], P[m, m + 1:]
-        if self.fit_intercept:
-            mu, ybar = s / n, sy / n
-            G = G - n * np.outer(mu, mu)
-            B = B - n * np.outer(mu, ybar)
-        A = G + self.alpha * np.eye(m)
-        try:
-            coef = scipy.linalg.solve(A, B, assume_a="pos")
-        except (np.linalg.LinAlgError, scipy.linalg.LinAlgError):
-            coef = scipy.linalg.lstsq(A, B)[0]  # alpha = 0 with a rank-deficient Gram matrix
-        intercept = (ybar - mu @ coef) if self.fit_intercept else np.zeros(B.shape[1])
+        if not is_dask_array(X):
+            X = np.asarray(X)
+        sketch = self._fitted_sketch(X)
+        P = ridge_statistics(sketch, X, y, slab_rows=self.slab_rows)
+        coef, intercept = ridge_solve(P, self.alpha, self.fit_intercept)
         one_d = np.ndim(y) == 1
         self.coef_ = coef[:, 0] if one_d else coef
         self.intercept_ = float(intercept[0]) if one_d else intercept
         self.n_features_in_ = int(X.shape[1])
-        self.n_samples_seen_ = int(round(n))
+        m = P.shape[0] - 1
+        self.n_samples_seen_ = int(round(P[m, m]))
         return self
 
     def predict(self, X):
@@ -460,22 +487,7 @@ class SketchedRidge(BaseEstimator):
             from sklearn.exceptions import NotFittedError
 
             raise NotFittedError("SketchedRidge is not fitted yet; call fit(X, y) first")
-        slab = int(self.slab_rows)
-        if is_dask_array(X):
-            X = _as_dask(X, "X")
-            token = content_token(self.sketch)
-            sk = dask.delayed(self.sketch, name="dualcalc-sketch-" + token, pure=True)
-            if np.ndim(self.coef_) == 1:
-                return da.blockwise(_predict_task, "i", token, None, sk, None, X, "ia", self.coef_, None,
-                                    self.intercept_, None, slab, None, concatenate=True,
-                                    meta=np.empty((0,)), name="dualcalc-predict-" + tokenize(
-                                        token, X.name, self.coef_, self.intercept_))
-            k = self.coef_.shape[1]
-            return da.blockwise(_predict_task, "ij", token, None, sk, None, X, "ia", self.coef_, None,
-                                self.intercept_, None, slab, None, new_axes={"j": k}, concatenate=True,
-                                meta=np.empty((0, 0)), name="dualcalc-predict-" + tokenize(
-                                    token, X.name, self.coef_, self.intercept_))
-        return _predict_rows(self.sketch, np.asarray(X), self.coef_, self.intercept_, slab)
+        return sketch_predict(self.sketch, X, self.coef_, self.intercept_, slab_rows=self.slab_rows)
 
     def score(self, X, y) -> float:
         """R² of the predictions (computed now for Dask input)."""

@@ -23,6 +23,11 @@ from dualcalc import distributed as dd  # noqa: E402
 from dualcalc.errors import InputError, ParameterError  # noqa: E402
 
 KernelSketch = getattr(dc, "KernelSketch", None)
+if KernelSketch is None:  # not exported yet: the sketch package itself
+    try:
+        from dualcalc.sketch import KernelSketch
+    except ImportError:
+        KernelSketch = None
 needs_sketch = pytest.mark.skipif(KernelSketch is None, reason="dualcalc.KernelSketch not available")
 
 
@@ -190,21 +195,46 @@ def test_generated_kernels_compile_once_per_worker(client, data):
 
 # -- sketches and ridge --------------------------------------------------------------------------
 @needs_sketch
-@pytest.mark.parametrize("kind", ["ntk", "nngp"])
-def test_sketch_transform_bit_for_bit(client, data, kind):
+@pytest.mark.parametrize("kind,bias", [("ntk", 0.0), ("nngp", 0.0), ("ntk", 0.1), ("nngp", 0.1)])
+def test_sketch_transform_bit_for_bit(client, data, kind, bias):
+    """ReLU networks (homogeneous method without biases, layer-wise with): row-wise features."""
     X, _ = data
-    net = _net("relu")
-    sk = KernelSketch(net, n_components=96, kernel=kind, random_state=3).fit(X)
+    net = dc.serial(dc.Dense(1.5, bias), "relu", dc.Dense(1.5, bias), "relu", dc.Dense(1.5, bias))
+    sk = KernelSketch(net, n_components=96, kernel=kind, degree=4, random_state=3).fit(X)
     ref = sk.transform(X)
-    Z1 = client.compute(sk.transform(da.from_array(X, chunks=(100, 6))), sync=True)
-    Z2 = client.compute(sk.transform(da.from_array(X, chunks=(37, 3))), sync=True)
-    Z3 = sk.transform(da.from_array(X, chunks=(215, 6))).compute(scheduler="threads")
+    Z1 = client.compute(dd.sketch_transform(sk, da.from_array(X, chunks=(100, 6))), sync=True)
+    Z2 = client.compute(dd.sketch_transform(sk, da.from_array(X, chunks=(37, 3))), sync=True)
+    Z3 = dd.sketch_transform(sk, da.from_array(X, chunks=(215, 6))).compute(scheduler="threads")
     for Z in (Z1, Z2, Z3):
         assert Z.dtype == ref.dtype
         np.testing.assert_array_equal(Z, ref)
     # A sketch refitted with the same random_state is the same sketch.
-    again = KernelSketch(net, n_components=96, kernel=kind, random_state=3).fit(X)
-    np.testing.assert_array_equal(client.compute(again.transform(da.from_array(X, chunks=100)), sync=True), ref)
+    again = KernelSketch(net, n_components=96, kernel=kind, degree=4, random_state=3).fit(X)
+    np.testing.assert_array_equal(client.compute(dd.sketch_transform(again, da.from_array(X, chunks=100)),
+                                                 sync=True), ref)
+
+
+@needs_sketch
+def test_sketch_transform_smooth_activation(client, data):
+    """GELU: the sketch interpolates its coefficient tables over the variances of the batch it
+    is given, so blocks agree with the whole to the interpolation accuracy (not bit for bit)."""
+    X, _ = data
+    X = np.concatenate([X, 1.3 * X])  # > 512 distinct variances: the interpolated tables
+    net = dc.serial(dc.Dense(1.5, 0.1), "gelu", dc.Dense(1.5, 0.1))
+    sk = KernelSketch(net, n_components=64, kernel="nngp", degree=4, random_state=0).fit(X)
+    ref = sk.transform(X)
+    Z = client.compute(dd.sketch_transform(sk, da.from_array(X, chunks=(200, 6))), sync=True)
+    _close(Z, ref, rtol=1e-9)
+
+
+@needs_sketch
+def test_sketch_transform_method_dispatches_dask(data):
+    X, _ = data
+    sk = KernelSketch(_net("relu"), n_components=32, kernel="nngp", random_state=0).fit(X)
+    Zd = sk.transform(da.from_array(X, chunks=(100, 6)))
+    if not isinstance(Zd, da.Array):
+        pytest.skip("KernelSketch.transform does not dispatch Dask arrays yet")
+    np.testing.assert_array_equal(Zd.compute(scheduler="threads"), sk.transform(X))
 
 
 @needs_sketch
@@ -214,7 +244,7 @@ def test_sketched_ridge_dask_matches_in_memory_and_sklearn(client, data):
     X, _ = data
     y = np.sin(X[:, 0]) + 0.1 * X[:, 1] ** 2
     net = _net("relu")
-    sk = KernelSketch(net, n_components=64, kernel="ntk", random_state=1).fit(X)
+    sk = KernelSketch(net, n_components=64, kernel="ntk", degree=4, random_state=1).fit(X)
     Z = sk.transform(X)
     for intercept in (True, False):
         skl = Ridge(alpha=0.5, fit_intercept=intercept, solver="cholesky").fit(Z, y)
@@ -227,12 +257,18 @@ def test_sketched_ridge_dask_matches_in_memory_and_sklearn(client, data):
         pred = dist.predict(da.from_array(X, chunks=(77, 6)))
         assert isinstance(pred, da.Array)
         np.testing.assert_allclose(client.compute(pred, sync=True), skl.predict(Z), rtol=1e-7, atol=1e-9)
-    # Several targets at once.
+        np.testing.assert_allclose(mem.predict(X), skl.predict(Z), rtol=1e-7, atol=1e-9)
+    assert dist.n_samples_seen_ == len(X)
+    # Several targets at once; y in memory with X on Dask.
     Y2 = np.stack([y, np.cos(X[:, 2])], axis=1)
     multi = dd.SketchedRidge(sk, alpha=0.5).fit(da.from_array(X, chunks=(90, 6)), Y2)
     ref2 = Ridge(alpha=0.5, solver="cholesky").fit(Z, Y2)
     np.testing.assert_allclose(multi.coef_, ref2.coef_.T, rtol=1e-7, atol=1e-9)
     assert multi.predict(da.from_array(X, chunks=(77, 6))).compute().shape == (len(X), 2)
+    # Gram blocks ran on the workers, not here.
+    assert sum(s["gram_blocks"] for s in client.run(dd.worker_stats).values()) >= 5
+    with pytest.raises(InputError, match="y must have shape"):
+        dd.SketchedRidge(sk).fit(da.from_array(X, chunks=90), y[:-1])
 
 
 # -- fault tolerance (last: it restarts a worker) ------------------------------------------------
