@@ -9,6 +9,14 @@ Conventions are neural-tangents' (MATH.md §3), NTK parameterization by default:
 where q_x = K(x, x) is each point's own variance at that layer.  Every layer of
 the recursion only needs the pair's covariance and the two diagonal variances,
 which is what lets the generated kernels run all layers in registers per entry.
+
+:func:`recursion_plan` computes those per-point variances once for every layer
+(O(n·depth)), and for Hermite-method activations the per-point coefficient
+tables r_l(q_i); every backend (the NumPy reference here, the generated Numba and
+CUDA kernels of :mod:`dualcalc.backends`) runs the pair recursion from that plan.
+For K(X, X) the diagonal entries enter each activation with c = q exactly (ρ = 1),
+as in neural-tangents: computing the angle from a round-off ρ = 1 − 1e−16 would
+cost ~1e−8 on the NTK diagonal of ReLU networks.
 """
 from __future__ import annotations
 
@@ -18,8 +26,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import hermite as H
 from .activation import Activation
-from .errors import InputError, ParameterError
+from .dual import HERMITE
+from .errors import DivergentError, InputError, ParameterError
 
 
 class Kernel(NamedTuple):
@@ -37,20 +47,37 @@ class Dense:
     Standard parameterization: the same K, Θ ← width_in·K_old + W_std² Θ (+ 1 with a bias),
     where width_in is the previous Dense layer's ``out_dim`` (the data dimension d
     for the first layer).
+
+    ``b_std=None`` means no bias parameter (neural-tangents' default); it differs from
+    ``b_std=0.0`` (a bias initialised at zero, the default here) only in the standard
+    parameterization, where a trainable bias adds 1 to the NTK — exactly as in
+    neural-tangents for the same arguments.
     """
 
     W_std: float = 1.0
-    b_std: float = 0.0
+    b_std: float | None = 0.0
     parameterization: str = "ntk"
     out_dim: int | None = None
 
     def __post_init__(self):
+        if self.b_std is None:
+            object.__setattr__(self, "b_std", 0.0)
+            object.__setattr__(self, "_no_bias", True)
         for name in ("W_std", "b_std"):
             v = getattr(self, name)
-            if not isinstance(v, int | float) or isinstance(v, bool) or not np.isfinite(v) or v < 0:
+            if not isinstance(v, int | float | np.floating | np.integer) or isinstance(v, bool) \
+                    or not np.isfinite(v) or v < 0:
                 raise ParameterError(f"Dense {name} must be a finite non-negative number, got {v!r}")
         if self.parameterization not in ("ntk", "standard"):
             raise ParameterError(f"parameterization must be 'ntk' or 'standard', got {self.parameterization!r}")
+        if self.out_dim is not None and (isinstance(self.out_dim, bool) or int(self.out_dim) != self.out_dim
+                                         or self.out_dim < 1):
+            raise ParameterError(f"out_dim must be a positive integer or None, got {self.out_dim!r}")
+
+    @property
+    def has_bias(self) -> bool:
+        """False only for ``b_std=None`` (no bias parameter at all)."""
+        return not getattr(self, "_no_bias", False)
 
 
 Layer = Dense | Activation
@@ -76,7 +103,21 @@ class Network:
 
         backend: "numpy" (reference), "numba" (generated, CPU), "cuda" (generated, GPU),
         "auto" (cuda when a GPU is visible, else numba).
+        dtype: float64 (default) or float32 for the Gram product and the outputs; the
+        generated kernels run the layer recursion in float64 registers either way (CUDA
+        has a float variant: ``options`` precision="float").
+        options (generated backends): ``block_size`` (rows per panel: the Gram product and
+        the recursion run panel by panel), ``progress`` (None: a tqdm bar on long runs;
+        True/False), ``out`` (a pair of preallocated (n1, n2) arrays, e.g. np.memmap, to
+        fill instead of allocating; None for an output not requested).
+
+        Integer input is converted to ``dtype`` (documented conversion); NaN/Inf,
+        1-D, empty, non-real or mismatched inputs raise :class:`~dualcalc.errors.InputError`.
         """
+        if _has_spatial_layers(self):  # convolutional networks: images, their own kernels
+            from .conv_kernel import conv_kernel
+
+            return conv_kernel(self, X, Y, get=get, backend=backend, dtype=dtype, **options)
         if hasattr(X, "__dask_graph__") or hasattr(Y, "__dask_graph__"):  # Dask: lazy tiles (docs/dask.md)
             from .distributed import dask_kernel
 
@@ -92,11 +133,19 @@ class Network:
 
         return run_backend(self, X, Y, get=get, backend=backend, dtype=dtype, **options)
 
-    def source(self, target: str = "numba") -> str:
-        """The generated source text that computes this network's kernels."""
+    def source(self, target: str = "numba", **options) -> str:
+        """The generated source text that computes this network's kernels.
+
+        ``target``: "numba" (a Python module of @njit functions) or "cuda" (CUDA C with
+        float and double kernels).  ``get`` (default both) selects the outputs.
+        """
+        if _has_spatial_layers(self):
+            from .conv_kernel import conv_source
+
+            return conv_source(self, target, **options)
         from .backends import network_source
 
-        return network_source(self, target)
+        return network_source(self, target, **options)
 
 
 def serial(*layers) -> Network:
@@ -129,6 +178,10 @@ def serial(*layers) -> Network:
     return Network(out)
 
 
+def _has_spatial_layers(net) -> bool:
+    return any(_is_layer(l) for l in net.layers)
+
+
 def _is_layer(obj) -> bool:
     """Other layer kinds (convolution, pooling) declare themselves with ``is_layer``."""
     return getattr(obj, "is_layer", False) is True
@@ -146,19 +199,29 @@ def validate_inputs(X, Y, dtype=np.float64) -> tuple[np.ndarray, np.ndarray | No
         if hasattr(A, "toarray") and not isinstance(A, np.ndarray):
             raise InputError(f"{name} is a sparse matrix; exact kernels need dense arrays "
                              "(KernelSketch accepts scipy.sparse input)")
-        A = np.asarray(A)
+        try:
+            A = np.asarray(A)
+        except (ValueError, TypeError) as err:  # ragged lists
+            raise InputError(f"{name} is not a rectangular array of numbers ({err})") from None
         if A.dtype.kind not in "fiu":
-            raise InputError(f"{name} must hold real numbers, got dtype {A.dtype}")
+            raise InputError(f"{name} must hold real numbers, got dtype {A.dtype}"
+                             + (" (complex data is not supported)" if A.dtype.kind == "c" else ""))
         if A.dtype.kind in "iu":
             A = A.astype(np.float64)  # documented conversion: integers become float64
         if A.ndim != 2:
-            raise InputError(f"{name} must be 2-D (n_samples, n_features), got shape {A.shape}")
+            hint = (f"; a single point is {name}.reshape(1, -1), a single feature {name}.reshape(-1, 1)"
+                    if A.ndim == 1 else "")
+            raise InputError(f"{name} must be 2-D (n_samples, n_features), got shape {A.shape}{hint}")
         if A.shape[0] == 0 or A.shape[1] == 0:
             raise InputError(f"{name} is empty (shape {A.shape})")
         if not np.all(np.isfinite(A)):
             bad = np.argwhere(~np.isfinite(A))[0]
             raise InputError(f"{name} contains NaN or Inf (first at row {bad[0]}, column {bad[1]})")
-        return np.ascontiguousarray(A, dtype=dtype)
+        out = np.ascontiguousarray(A, dtype=dtype)
+        if out.dtype != A.dtype and not np.all(np.isfinite(out)):  # beyond float32's range
+            raise InputError(f"{name} has values beyond the range of {dtype} (largest |value| "
+                             f"{float(np.max(np.abs(A))):.3g})")
+        return out
 
     X = one(X, "X")
     Y = one(Y, "Y")
@@ -187,43 +250,263 @@ def layer_program(net: Network) -> list[tuple]:
     return prog
 
 
-def numpy_kernel(net: Network, X: np.ndarray, Y: np.ndarray | None, get=("nngp", "ntk")) -> Kernel:
-    """Reference backend: the recursion with whole-matrix NumPy operations (float64)."""
-    X64 = X.astype(np.float64)
-    Y64 = X64 if Y is None else Y.astype(np.float64)
-    d = X64.shape[1]
-    K = X64 @ Y64.T / d
-    qx = np.einsum("ij,ij->i", X64, X64) / d
-    qy = qx if Y is None else np.einsum("ij,ij->i", Y64, Y64) / d
-    T = np.zeros_like(K)
-    want_ntk = "ntk" in get
-    for op in layer_program(net):
-        if op[0] == "dense":
-            _, w2, b2, std = op
-            if std is None:
-                K = w2 * K + b2
-                qx, qy = w2 * qx + b2, w2 * qy + b2
-                if want_ntk:
-                    T = w2 * T + K
-            else:
-                width = d if std == "d" else std
-                if width is None:
-                    raise ParameterError("standard parameterization needs out_dim on the previous Dense")
-                Kold = K
-                K = w2 * K + b2
-                qx, qy = w2 * qx + b2, w2 * qy + b2
-                if want_ntk:
-                    T = width * Kold + w2 * T + (1.0 if b2 > 0 else 0.0)
-        elif op[0] == "act":
-            act: Activation = op[1]
-            Qx, Qy = np.broadcast_arrays(qx[:, None], qy[None, :])
-            if want_ntk:
-                T = T * act.ntk(Qx, Qy, K)
-            K = act.nngp(Qx, Qy, K)
-            qx = act.nngp(qx, qx, qx)
-            qy = qx if Y is None else act.nngp(qy, qy, qy)
+# -- the per-point plan every backend shares -----------------------------------------
+@dataclass
+class ActivationStep:
+    """What the pair recursion needs at one activation layer.
+
+    ``qx``/``qy``: the points' own input variances at this layer (float64, (n1,), (n2,));
+    ``Rx``/``Ry``: Hermite-method coefficient tables r_l(q) (shape (n, degree+1)), None
+    for closed forms.  For K(X, X), ``qy is qx`` and ``Ry is Rx``.
+    """
+
+    act: Activation
+    qx: np.ndarray
+    qy: np.ndarray
+    Rx: np.ndarray | None = None
+    Ry: np.ndarray | None = None
+
+    @property
+    def hermite(self) -> bool:
+        return self.Rx is not None
+
+    @property
+    def zero_ntk(self) -> bool:
+        return self.act.dual.ntk_convention == "zero-a.e." and (self.hermite or self.act.dual.ntk_rho is None)
+
+
+@dataclass
+class RecursionPlan:
+    """Per-point quantities of every layer, O(n·depth) (O(n·degree) for Hermite tables)."""
+
+    steps: list[ActivationStep]
+    qx_out: np.ndarray  # K(x, x) after the last layer
+    qy_out: np.ndarray
+    tx_out: np.ndarray | None  # Θ(x, x) after the last layer
+    ty_out: np.ndarray | None
+    d: int
+    symmetric: bool
+
+
+#: Unique variances up to which Hermite tables are computed point by point.
+EXACT_TABLE_LIMIT = 64
+
+
+def hermite_tables(act: Activation, q: np.ndarray, *, rtol: float = 1e-13) -> np.ndarray:
+    """r_l(q_i) for every point: table of shape (len(q), degree+1).
+
+    The degree is chosen by the activation's series (its tolerance) over the range of
+    q.  Up to :data:`EXACT_TABLE_LIMIT` distinct variances are computed directly by
+    quadrature; beyond, r_l(q) — analytic in s = √q — is interpolated (barycentric,
+    Chebyshev points in s) from exact tables at m + 1 points, m doubling from 32 until
+    exact tables at the m midpoints agree to ``rtol`` relative to √E[σ_q²]; if that
+    never happens (m = 512), everything is computed directly, in chunks.
+    """
+    series = act.dual.series
+    q = np.asarray(q, dtype=np.float64)
+    uq, inv = np.unique(q, return_inverse=True)
+    if uq.size <= EXACT_TABLE_LIMIT:
+        R, _ = series.table(uq)
+        return R[inv]
+    smin, smax = float(np.sqrt(uq[0])), float(np.sqrt(uq[-1]))
+    m = 32
+    while m <= 512:
+        k = np.arange(m + 1)
+        nodes = 0.5 * (smin + smax) - 0.5 * (smax - smin) * np.cos(np.pi * k / m)  # 2nd kind, ends included
+        nodes[0], nodes[-1] = smin, smax
+        Rn, _ = series.table(nodes**2)
+        deg = Rn.shape[1] - 1
+        mid = 0.5 * (smin + smax) - 0.5 * (smax - smin) * np.cos(np.pi * (k[:-1] + 0.5) / m)
+        Rm, _ = series.table(mid**2, degree=deg)
+        approx = _barycentric(nodes, Rn, mid)
+        scale = np.sqrt(np.maximum(np.sum(Rm**2, axis=1), 1e-300))[:, None]
+        if np.max(np.abs(approx - Rm) / scale) <= rtol:
+            out = np.empty((uq.size, deg + 1))
+            for a in range(0, uq.size, 4096):
+                out[a:a + 4096] = _barycentric(nodes, Rn, np.sqrt(uq[a:a + 4096]))
+            return out[inv]
+        m *= 2
+    R0, _ = series.table(uq[[0, -1]])  # degree from the extremes
+    deg = R0.shape[1] - 1
+    out = np.empty((uq.size, deg + 1))
+    for a in range(0, uq.size, 256):
+        out[a:a + 256] = series.table(uq[a:a + 256], degree=deg)[0]
+    return out[inv]
+
+
+def _barycentric(nodes: np.ndarray, values: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Barycentric interpolation at Chebyshev points of the 2nd kind (rows of ``values``)."""
+    m = nodes.size - 1
+    w = (-1.0) ** np.arange(m + 1)
+    w[0] *= 0.5
+    w[-1] *= 0.5
+    diff = x[:, None] - nodes[None, :]
+    exact = diff == 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        C = w[None, :] / diff
+    hit = exact.any(axis=1)
+    C[hit] = exact[hit].astype(np.float64)
+    C /= C.sum(axis=1, keepdims=True)
+    return C @ values
+
+
+def _dense_steps(net: Network):
+    """(layer, width_in) for each layer; width_in None for the first Dense (the data dimension)."""
+    width: int | None = None
+    first = True
+    for layer in net.layers:
+        if isinstance(layer, Dense):
+            if layer.parameterization == "standard" and not first and width is None:
+                raise ParameterError("standard parameterization needs out_dim on the previous Dense layer "
+                                     "(its width enters the NTK)")
+            yield layer, (None if first else width)
+            width, first = layer.out_dim, False
         else:
-            raise ParameterError(f"the numpy backend of fully connected networks cannot run {op[1]!r}")
+            yield layer, None
+
+
+def _dense_update(layer: Dense, width_in, d: int, K, T):
+    """One Dense layer on (K, Θ) (arrays or per-point vectors); T None: no NTK."""
+    w2, b2 = float(layer.W_std) ** 2, float(layer.b_std) ** 2
+    Kn = w2 * K + b2
+    if T is None:
+        return Kn, None
+    if layer.parameterization == "ntk":
+        return Kn, w2 * T + Kn
+    width = d if width_in is None else width_in
+    return Kn, width * K + w2 * T + (1.0 if layer.has_bias else 0.0)
+
+
+def recursion_plan(net: Network, X: np.ndarray, Y: np.ndarray | None, *, ntk_diag: bool = True) -> RecursionPlan:
+    """Per-point variances at every activation (and Hermite tables), from the inputs' norms.
+
+    Raises :class:`~dualcalc.errors.InputError` when a variance overflows (the kernel would
+    be Inf/NaN) and :class:`~dualcalc.errors.DivergentError` when it leaves the domain
+    where the activation's Gaussian expectation exists.
+    """
+    d = X.shape[1]
+    sym = Y is None
+    qx = np.einsum("ij,ij->i", X, X, dtype=np.float64) / d
+    qy = qx if sym else np.einsum("ij,ij->i", Y, Y, dtype=np.float64) / d
+    for q, name in ((qx, "X"), (qy, "Y")):
+        if not np.all(np.isfinite(q)):
+            raise InputError(f"the squared norms of the rows of {name} overflow float64 "
+                             f"(row {int(np.flatnonzero(~np.isfinite(q))[0])}); rescale the data")
+    tx = np.zeros_like(qx) if ntk_diag else None
+    ty = (tx if sym else np.zeros_like(qy)) if ntk_diag else None
+    steps: list[ActivationStep] = []
+    for li, (layer, width_in) in enumerate(_dense_steps(net)):
+        if isinstance(layer, Dense):
+            qx_new, tx = _dense_update(layer, width_in, d, qx, tx)
+            if sym:
+                qy, ty = qx_new, tx
+            else:
+                qy, ty = _dense_update(layer, width_in, d, qy, ty)
+            qx = qx_new
+        elif isinstance(layer, Activation):
+            _check_domain(layer, qx, qy, li)
+            dual = layer.dual
+            if dual.method == HERMITE:
+                R = hermite_tables(layer, qx if sym else np.concatenate([qx, qy]))
+                Rx, Ry = (R, R) if sym else (R[: qx.size], R[qx.size:])
+                step = ActivationStep(layer, qx, qy, Rx, Ry)
+                ones = np.ones(qx.size)
+                qx_new = H.series_nngp(Rx, Rx, ones)
+                dx = H.series_ntk(Rx, Rx, ones, qx) if ntk_diag else None
+                if sym:
+                    qy_new, dy = qx_new, dx
+                else:
+                    onesy = np.ones(qy.size)
+                    qy_new = H.series_nngp(Ry, Ry, onesy)
+                    dy = H.series_ntk(Ry, Ry, onesy, qy) if ntk_diag else None
+            else:
+                step = ActivationStep(layer, qx, qy)
+                qx_new = layer.nngp(qx, qx, qx)
+                dx = _ntk_values(step, qx, qx, qx) if ntk_diag else None
+                if sym:
+                    qy_new, dy = qx_new, dx
+                else:
+                    qy_new = layer.nngp(qy, qy, qy)
+                    dy = _ntk_values(step, qy, qy, qy) if ntk_diag else None
+            if ntk_diag:
+                if step.zero_ntk:
+                    tx = np.zeros_like(tx)
+                    ty = tx if sym else np.zeros_like(ty)
+                else:
+                    tx = tx * dx
+                    ty = tx if sym else ty * dy
+            steps.append(step)
+            qx, qy = qx_new, qy_new
+            for q, name in ((qx, "X"), (qy, "Y")):
+                if not np.all(np.isfinite(q)):
+                    bad = int(np.flatnonzero(~np.isfinite(q))[0])
+                    raise InputError(f"layer {li} ({layer.label}): the variance of row {bad} of {name} is not "
+                                     "finite (the activation overflows at this input scale); rescale the data "
+                                     "or the weights")
+        else:
+            raise ParameterError(f"fully connected kernels cannot run layer {layer!r}")
+    if ntk_diag:
+        for t, name in ((tx, "X"), (ty, "Y")):
+            if not np.all(np.isfinite(t)):
+                raise InputError(f"the NTK diagonal of {name} is not finite (row "
+                                 f"{int(np.flatnonzero(~np.isfinite(t))[0])}); rescale the data or the weights")
+    return RecursionPlan(steps, qx, qy, tx, ty, d, sym)
+
+
+def _check_domain(act: Activation, qx, qy, li: int) -> None:
+    qmax = getattr(act.dual, "q_max", None)
+    if qmax is None:
+        return
+    top = max(float(np.max(qx)), float(np.max(qy)))
+    if top >= qmax:
+        raise DivergentError(f"layer {li} ({act.label}): input variance {top:.4g} is at or beyond {qmax:.4g}, "
+                             "where E[σ(u)²] stops existing; reduce W_std/b_std or rescale the data")
+
+
+def _ntk_values(step: ActivationStep, q1_, q2_, c_) -> np.ndarray:
+    """k̇ of a closed-form step (0 where σ' is a delta and no a.e. derivative dual is given)."""
+    if step.zero_ntk:
+        return np.zeros(np.broadcast(q1_, q2_, c_).shape)
+    dual = step.act.dual
+    if dual.ntk_convention == "zero-a.e.":  # an a.e.-derivative dual is given: evaluate it quietly
+        return dual.evaluate("ntk", q1_, q2_, c_)
+    return step.act.ntk(q1_, q2_, c_)
+
+
+def numpy_kernel(net: Network, X: np.ndarray, Y: np.ndarray | None, get=("nngp", "ntk")) -> Kernel:
+    """Reference backend: the recursion with whole-matrix NumPy operations (float64).
+
+    Memory O(n1·n2) per temporary (several): meant for checking the generated backends.
+    """
+    X64 = X.astype(np.float64)
+    Y64 = None if Y is None else Y.astype(np.float64)
+    want_ntk = "ntk" in get
+    plan = recursion_plan(net, X64, Y64, ntk_diag=False)
+    d = X64.shape[1]
+    K = X64 @ (X64 if Y64 is None else Y64).T / d
+    T = np.zeros_like(K) if want_ntk else None
+    steps = iter(plan.steps)
+    diag = np.arange(K.shape[0]) if plan.symmetric else None
+    for layer, width_in in _dense_steps(net):
+        if isinstance(layer, Dense):
+            K, T = _dense_update(layer, width_in, d, K, T)
+        else:
+            step = next(steps)
+            if diag is not None:  # c = q exactly on the diagonal (ρ = 1), as neural-tangents
+                K[diag, diag] = step.qx
+            if step.hermite:
+                s = np.sqrt(step.qx[:, None] * step.qy[None, :])
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    r = np.where(s > 0, np.clip(K / np.where(s > 0, s, 1.0), -1.0, 1.0), 0.0)
+                R1, R2 = step.Rx[:, None, :], step.Ry[None, :, :]
+                if want_ntk:
+                    T = np.zeros_like(K) if step.zero_ntk else T * H.series_ntk(R1, R2, r, s)
+                K = H.series_nngp(R1, R2, r)
+            else:
+                Qx, Qy = np.broadcast_arrays(step.qx[:, None], step.qy[None, :])
+                if want_ntk:
+                    T = T * _ntk_values(step, Qx, Qy, K)
+                K = step.act.nngp(Qx, Qy, K)
     out_dtype = X.dtype
     return Kernel(K.astype(out_dtype) if "nngp" in get else None,
                   T.astype(out_dtype) if want_ntk else None)

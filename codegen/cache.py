@@ -1,0 +1,95 @@
+r"""Content-hash cache of generated source and compiled artifacts.
+
+Folder: ``$DUALCALC_CACHE_DIR`` or ``$XDG_CACHE_HOME/dualcalc`` (``~/.cache/dualcalc``).
+A generated module is stored as ``<target>/dc_<hash>.py`` where the hash covers the
+source text, the library version and the generator version; it is written once,
+atomically (temporary file in the same folder + ``os.replace``), so a reader sees
+either nothing or the whole file, and it is never rewritten — which keeps Numba's
+on-disk cache (``__pycache__`` beside the module, keyed by the file's path and
+time stamp) valid across processes.  CUDA PTX is cached the same way.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import threading
+from pathlib import Path
+from types import ModuleType
+
+from dualcalc.fileio import atomic_write_bytes, atomic_write_text
+
+_LOCK = threading.Lock()
+_MODULES: dict[str, ModuleType] = {}
+STATS = {"generated": 0, "written": 0, "reused_file": 0, "imported": 0, "memory_hits": 0}
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("DUALCALC_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "dualcalc"
+
+
+def library_version() -> str:
+    from dualcalc import __version__
+
+    return __version__
+
+
+def content_hash(*parts: str) -> str:
+    """SHA-256 (hex, 24 characters) of the parts and the library version."""
+    h = hashlib.sha256()
+    for p in (library_version(), *parts):
+        h.update(p.encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()[:24]
+
+
+def write_once(path: Path, text: str) -> bool:
+    """Write ``text`` atomically unless the file already holds exactly it. True if written."""
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            STATS["reused_file"] += 1
+            return False
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
+    atomic_write_text(path, text)
+    STATS["written"] += 1
+    return True
+
+
+def write_bytes_once(path: Path, data: bytes) -> None:
+    if path.exists():
+        return
+    atomic_write_bytes(path, data)
+
+
+def load_module(target: str, digest: str, text: str) -> ModuleType:
+    """Import the generated module ``dc_<digest>`` from the cache folder (written if needed)."""
+    name = f"dc_{target}_{digest}"
+    with _LOCK:
+        mod = _MODULES.get(name)
+        if mod is not None:
+            STATS["memory_hits"] += 1
+            return mod
+        folder = cache_dir() / target
+        path = folder / f"{name}.py"
+        write_once(path, text)
+        spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        try:
+            spec.loader.exec_module(mod)
+        except BaseException:
+            sys.modules.pop(name, None)
+            raise
+        _MODULES[name] = mod
+        STATS["imported"] += 1
+        return mod
+
+
+def info() -> dict:
+    return {"folder": str(cache_dir()), "modules_loaded": len(_MODULES), **STATS}

@@ -1,0 +1,348 @@
+r"""The CUDA target: the same recursion as ``extern "C" __global__`` CUDA C for CuPy.
+
+The generated source (``net.source("cuda")``) holds, for each precision (``double`` and
+``float``, suffixes ``_f64``/``_f32``):
+
+* one ``__device__`` function per activation's dual, printed by
+  :class:`codegen.printers.CudaPrinter` (common subexpressions of k and k̇ shared,
+  ``sqrtf``/``asinf``… and ``f`` literals in the float variant);
+* ``fc_kernel_<prec>``: one thread per output entry (i, j) of a panel of rows; it reads the
+  Gram value ⟨x_i, y_j⟩ that cuBLAS (``cupy.matmul``) wrote into the output, runs all
+  layers in registers from the per-point variances, evaluates Hermite-method duals by
+  Horner's rule from the per-point coefficient tables, and writes K and Θ.  For K(X, X)
+  (one panel) threads below the diagonal exit and those above also write the mirror entry.
+
+:func:`compile_ptx` compiles the source to PTX with NVRTC (no GPU needed: the CPU test
+suite checks that every generated source compiles); :func:`run` needs a GPU and CuPy.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from dualcalc.dual import HERMITE
+from dualcalc.errors import BackendError, InputError
+
+from . import cache
+from .ir import ActOp, DenseOp, KernelSpec
+from .printers import CudaPrinter, dual_body
+
+GENERATOR_VERSION = "cuda-1"
+BLOCK = (32, 8)  # threads per block: 32 columns (coalesced) × 8 rows
+DEFAULT_ARCH = "compute_80"
+
+
+@dataclass(frozen=True)
+class GeneratedCuda:
+    source: str
+    digest: str
+    want_k: bool
+    want_t: bool
+    kernels: tuple[str, str]  # (double, float) entry points
+
+
+# ------------------------------------------------------------------------------------------------
+# availability
+@functools.lru_cache(maxsize=1)
+def _probe() -> tuple[bool, str]:
+    try:
+        import cupy  # noqa: F401
+    except Exception as err:  # noqa: BLE001 - any import failure means "no GPU backend"
+        return False, f"CuPy is not importable ({type(err).__name__}: {err}); pip install 'dualcalc[cuda]'"
+    try:
+        import cupy
+
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as err:  # noqa: BLE001
+        return False, f"no CUDA device or driver ({type(err).__name__}: {err})"
+    if n < 1:
+        return False, "CuPy sees no CUDA device"
+    return True, f"{n} CUDA device(s)"
+
+
+def gpu_available() -> bool:
+    return _probe()[0]
+
+
+def gpu_unavailable_reason() -> str:
+    return _probe()[1]
+
+
+def nvrtc_available() -> tuple[bool, str]:
+    """(True, version) when NVRTC can be loaded (through CuPy's bindings); no GPU needed."""
+    try:
+        from cupy_backends.cuda.libs import nvrtc
+
+        v = nvrtc.getVersion()
+        return True, f"NVRTC {v[0]}.{v[1]}"
+    except Exception as err:  # noqa: BLE001
+        return False, f"NVRTC is not available ({type(err).__name__}: {err}); pip install 'dualcalc[cuda]'"
+
+
+# ------------------------------------------------------------------------------------------------
+# generation
+def _dual_device(op: ActOp, printer: CudaPrinter, suffix: str) -> list[str]:
+    T = printer.ctype
+    body = dual_body(op.k, op.kdot, printer)
+    lines = [
+        f"// {op.label}: closed form ({op.rule}); (u, v) ~ N(0, [[q1, c], [c, q2]]), s = sqrt(q),",
+        "// rho = c/(s1 s2) clipped to [-1, 1]; k = E[σ(u)σ(v)], kdot = E[σ'(u)σ'(v)]",
+        f"__device__ __forceinline__ void {op.name}_{suffix}({T} q1, {T} q2, {T} s1, {T} s2, {T} c, {T} rho,",
+        f"        {T}* k, {T}* kdot)",
+        "{",
+    ]
+    for name, text in body.temps:
+        lines.append(f"    const {T} {name} = {text};")
+    lines.append(f"    *k = {body.k};")
+    lines.append(f"    *kdot = {body.kdot};")
+    lines.append("}")
+    return lines
+
+
+def _kernel(spec: KernelSpec, printer: CudaPrinter, suffix: str, want_k: bool, want_t: bool) -> list[str]:
+    T = printer.ctype
+    lit = printer._lit
+    herm = [op for op in spec.act_ops() if op.method == HERMITE]
+    args = [f"{T}* __restrict__ K", f"{T}* __restrict__ Tm", "const long long r0", "const long long m",
+            "const long long n1", "const long long n2", "const int sym", f"const {T} inv_d", f"const {T} d_in",
+            f"const {T}* __restrict__ Q1", f"const {T}* __restrict__ Q2", f"const {T}* __restrict__ S1",
+            f"const {T}* __restrict__ S2", f"const {T}* __restrict__ R1", f"const {T}* __restrict__ R2"]
+    for op in herm:
+        h = op.hermite_slot
+        args += [f"const {T}* __restrict__ HX{h}", f"const {T}* __restrict__ HY{h}", f"const int deg{h}"]
+    name = f"fc_kernel_{suffix}"
+    L = [f'extern "C" __global__ void {name}(']
+    L += ["    " + a + ("," if k < len(args) - 1 else ")") for k, a in enumerate(args)]
+    L += [
+        "{",
+        "    // one thread per entry (i, j), i in rows [r0, r0 + m) of the output; K and Tm hold the",
+        "    // panel's m rows, K (or Tm) the Gram value <x_i, y_j> on entry.  sym (one panel only):",
+        "    // K(X, X), threads with j <= i exit, the others also write the mirror entry.",
+        "    // Q1[a*n1 + i], S1, R1: variance, its root and inverse root (0 at q = 0) of point i at",
+        "    // activation a (Q2, S2, R2 for the y points, stride n2); HXh[i*(deg+1) + l] and",
+        "    // HYh[l*n2 + j]: Hermite tables r_l(q) of Hermite layer h.",
+        "    const long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x;",
+        "    const long long il = (long long)blockIdx.y * blockDim.y + threadIdx.y;",
+        "    if (il >= m || j >= n2) return;",
+        "    const long long i = r0 + il;",
+        "    if (sym && j <= i) return;  // lower triangle: mirrored; diagonal: from the plan",
+        "    const long long ij = il * n2 + j;",
+        f"    {T} c = {'K' if want_k else 'Tm'}[ij] * inv_d;  // input kernel <x, y>/d",
+        f"    {T} t = {lit(0.0)};",
+        f"    {T} k, kdot, rho;",
+    ]
+    first_dense = True
+    for op in spec.ops:
+        if isinstance(op, DenseOp):
+            L.append(f"    // {op.label}")
+            w2, b2 = lit(op.w2), lit(op.b2)
+            if op.standard:
+                width = "d_in" if op.width is None else lit(float(op.width))
+                bias = f" + {lit(1.0)}" if op.bias else ""
+                if want_t:
+                    L.append(f"    t = {width} * c + {w2} * t{bias};  // standard parameterization")
+                L.append(f"    c = {w2} * c + {b2};")
+            else:
+                L.append(f"    c = {w2} * c + {b2};")
+                if want_t:
+                    L.append("    t = c;  // Θ starts at 0" if first_dense else f"    t = {w2} * t + c;")
+            first_dense = False
+            continue
+        a = op.slot
+        one = lit(1.0)
+        L.append(f"    // {op.label}: {'Hermite series' if op.method == HERMITE else 'closed form'} ({op.rule})")
+        L.append(f"    rho = {printer._fn('fmin')}({printer._fn('fmax')}(c * R1[{a}*n1 + i] * R2[{a}*n2 + j], -{one}), {one});")
+        if op.method == HERMITE:
+            h = op.hermite_slot
+            L += [
+                "    {",
+                f"        {T} ak = {lit(0.0)}, at = {lit(0.0)};",
+                f"        for (int l = deg{h}; l >= 1; --l) {{",
+                f"            const {T} p = HX{h}[i*(deg{h} + 1) + l] * HY{h}[(long long)l*n2 + j];",
+                "            ak = ak * rho + p;",
+                "            at = at * rho + l * p;",
+                "        }",
+                f"        k = ak * rho + HX{h}[i*(deg{h} + 1)] * HY{h}[j];",
+                f"        kdot = at * R1[{a}*n1 + i] * R2[{a}*n2 + j];",
+                "    }",
+            ]
+        else:
+            L.append(f"    {op.name}_{suffix}(Q1[{a}*n1 + i], Q2[{a}*n2 + j], S1[{a}*n1 + i], S2[{a}*n2 + j], c, rho, "
+                     "&k, &kdot);")
+        if want_t:
+            L.append(f"    t = {lit(0.0)};  // σ' is a delta: no NTK passes" if op.zero_ntk else "    t = t * kdot;")
+        L.append("    c = k;")
+    if want_k:
+        L.append("    K[ij] = c;")
+        L.append("    if (sym) K[j * n2 + i] = c;")
+    if want_t:
+        L.append("    Tm[ij] = t;")
+        L.append("    if (sym) Tm[j * n2 + i] = t;")
+    L.append("}")
+    return L
+
+
+def generate(spec: KernelSpec, get=("nngp", "ntk")) -> GeneratedCuda:
+    """CUDA C of ``spec``: double and float variants of the duals and of the kernel."""
+    want_k, want_t = "nngp" in get, "ntk" in get
+    outs = ", ".join(n for n, w in (("nngp", want_k), ("ntk", want_t)) if w)
+    L = [
+        "// " + "-" * 94,
+        "// dualcalc generated kernel (CUDA C for CuPy RawModule).  Generated text: regenerate it.",
+        f"// network : {spec.description}",
+        f"// outputs : {outs}",
+        "// recursion (neural-tangents conventions, MATH.md §3):",
+        "//   input      K = <x, y>/d, Θ = 0",
+        "//   Dense      K <- W²·K + b²,  Θ <- W²·Θ + K   (standard: Θ <- width·K_old + W²·Θ + 1)",
+        "//   activation K <- k(q_x, q_y, K),  Θ <- Θ·kdot(q_x, q_y, K);  q_x = K(x, x) per point",
+        "// variants  : fc_kernel_f64 (double) and fc_kernel_f32 (float)",
+        f"// dualcalc {cache.library_version()}, generator {GENERATOR_VERSION}",
+        "// " + "-" * 94,
+    ]
+    for precision, suffix in (("double", "f64"), ("float", "f32")):
+        printer = CudaPrinter(precision)
+        L += ["", f"// ===== {precision} =====", ""]
+        done: set[str] = set()
+        for op in spec.act_ops():
+            if op.method != HERMITE and op.name not in done:
+                done.add(op.name)
+                L += _dual_device(op, printer, suffix)
+                L.append("")
+        L += _kernel(spec, printer, suffix, want_k, want_t)
+    text = "\n".join(L) + "\n"
+    digest = cache.content_hash(GENERATOR_VERSION, text)
+    return GeneratedCuda(text, digest, want_k, want_t, ("fc_kernel_f64", "fc_kernel_f32"))
+
+
+# ------------------------------------------------------------------------------------------------
+# compilation
+def compile_ptx(source: str, arch: str = DEFAULT_ARCH, name: str = "dualcalc.cu") -> str:
+    """Compile CUDA C to PTX with NVRTC (no GPU needed); raises BackendError with the log."""
+    ok, why = nvrtc_available()
+    if not ok:
+        raise BackendError(why)
+    from cupy_backends.cuda.libs import nvrtc
+
+    prog = nvrtc.createProgram(source, name, [], [])
+    try:
+        try:
+            nvrtc.compileProgram(prog, [f"--gpu-architecture={arch}", "--std=c++14"])
+        except Exception as err:  # noqa: BLE001 - NVRTCError: attach the compiler log
+            log = nvrtc.getProgramLog(prog)
+            raise BackendError(f"NVRTC could not compile the generated CUDA source: {err}\n{log}") from None
+        ptx = nvrtc.getPTX(prog)
+    finally:
+        nvrtc.destroyProgram(prog)
+    return ptx.decode() if isinstance(ptx, bytes) else ptx
+
+
+def cached_ptx(gen: GeneratedCuda, arch: str = DEFAULT_ARCH) -> str:
+    """PTX of a generated source, cached by content hash in the cache folder."""
+    path = cache.cache_dir() / "cuda" / f"dc_cuda_{gen.digest}_{arch}.ptx"
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        pass
+    cache.write_once(cache.cache_dir() / "cuda" / f"dc_cuda_{gen.digest}.cu", gen.source)
+    ptx = compile_ptx(gen.source, arch)
+    cache.write_once(path, ptx)
+    return ptx
+
+
+_MODULES: dict = {}
+
+
+def _module(gen: GeneratedCuda):
+    import cupy
+
+    key = (gen.digest, cupy.cuda.Device().id)
+    mod = _MODULES.get(key)
+    if mod is None:
+        cache.write_once(cache.cache_dir() / "cuda" / f"dc_cuda_{gen.digest}.cu", gen.source)
+        mod = cupy.RawModule(code=gen.source, options=("--std=c++14",))
+        _MODULES[key] = mod
+    return mod
+
+
+# ------------------------------------------------------------------------------------------------
+# running
+def run(spec: KernelSpec, plan, X: np.ndarray, Y: np.ndarray | None, get, dtype, *, block_size=None,
+        progress=None, precision=None, return_device=False):
+    """Exact kernels on the GPU; returns (K, T) as NumPy arrays (CuPy with return_device=True)."""
+    if not gpu_available():
+        raise BackendError(f"backend='cuda' needs a CUDA GPU and CuPy: {gpu_unavailable_reason()}")
+    import cupy
+
+    gen = generate(spec, get)
+    dtype = np.dtype(dtype)
+    if precision is None:
+        precision = "float" if dtype == np.float32 else "double"
+    if precision not in ("double", "float"):
+        raise InputError(f"precision must be 'double' or 'float', got {precision!r}")
+    ct = np.float64 if precision == "double" else np.float32
+    fn = _module(gen).get_function(gen.kernels[0] if precision == "double" else gen.kernels[1])
+    sym = Y is None
+    n1, d = X.shape
+    n2 = n1 if sym else Y.shape[0]
+    Xd = cupy.asarray(X, dtype=ct)
+    Yd = Xd if sym else cupy.asarray(Y, dtype=ct)
+
+    steps = plan.steps
+    if steps:
+        Q1h = np.stack([s.qx for s in steps])
+        Q2h = Q1h if sym else np.stack([s.qy for s in steps])
+    else:
+        Q1h, Q2h = np.zeros((1, n1)), np.zeros((1, n2))
+    S1h, S2h = np.sqrt(Q1h), np.sqrt(Q2h)
+    with np.errstate(divide="ignore"):
+        R1h, R2h = np.where(S1h > 0, 1.0 / S1h, 0.0), np.where(S2h > 0, 1.0 / S2h, 0.0)
+    dev = [cupy.asarray(np.ascontiguousarray(a), dtype=ct) for a in (Q1h, Q2h, S1h, S2h, R1h, R2h)]
+    tables = []
+    for s in steps:
+        if s.hermite:
+            tables += [cupy.asarray(np.ascontiguousarray(s.Rx), dtype=ct),
+                       cupy.asarray(np.ascontiguousarray(s.Ry.T), dtype=ct), np.int32(s.Rx.shape[1] - 1)]
+    item = np.dtype(ct).itemsize
+    n_out = int(gen.want_k) + int(gen.want_t)
+    free = cupy.cuda.runtime.memGetInfo()[0]
+    whole = n1 * n2 * item * n_out < 0.6 * free
+    if block_size is None:
+        bs = n1 if whole else max(1, int(0.4 * free / (n2 * item * n_out)))
+    else:
+        bs = max(1, int(block_size))
+    one_panel = bs >= n1
+    use_sym = sym and one_panel
+    rows = n1 if one_panel else bs
+    Kd = cupy.empty((rows, n2), dtype=ct) if gen.want_k else cupy.empty((1, 1), dtype=ct)
+    Td = cupy.empty((rows, n2), dtype=ct) if gen.want_t else cupy.empty((1, 1), dtype=ct)
+    G = Kd if gen.want_k else Td
+    K = T = None
+    if not return_device or not one_panel:
+        K = np.empty((n1, n2), dtype) if gen.want_k else None
+        T = np.empty((n1, n2), dtype) if gen.want_t else None
+    for r0 in range(0, n1, rows):
+        r1 = min(n1, r0 + rows)
+        m = r1 - r0
+        cupy.matmul(Xd[r0:r1], Yd.T, out=G[:m])
+        grid = ((n2 + BLOCK[0] - 1) // BLOCK[0], (m + BLOCK[1] - 1) // BLOCK[1])
+        # the kernel indexes rows from r0 into a buffer that starts at row r0: pass views shifted by -r0
+        fn(grid, BLOCK, (Kd, Td, np.int64(r0), np.int64(m), np.int64(n1), np.int64(n2), np.int32(use_sym),
+                         ct(1.0 / d), ct(d), *dev, *tables))
+        if sym:
+            idx = cupy.arange(m)
+            if gen.want_k:
+                Kd[idx, r0 + idx] = cupy.asarray(plan.qx_out[r0:r1], dtype=ct)
+            if gen.want_t:
+                Td[idx, r0 + idx] = cupy.asarray(plan.tx_out[r0:r1], dtype=ct)
+        if return_device and one_panel:
+            K = Kd.astype(dtype, copy=False) if gen.want_k else None
+            T = Td.astype(dtype, copy=False) if gen.want_t else None
+        else:
+            if gen.want_k:
+                K[r0:r1] = cupy.asnumpy(Kd[:m]).astype(dtype, copy=False)
+            if gen.want_t:
+                T[r0:r1] = cupy.asnumpy(Td[:m]).astype(dtype, copy=False)
+    cupy.cuda.Device().synchronize()
+    return K, T

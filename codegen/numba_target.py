@@ -1,0 +1,462 @@
+r"""The Numba target: one ``@njit(parallel=True)`` kernel per network.
+
+The generated module (see ``net.source("numba")``) holds
+
+* the inline math it needs (:mod:`codegen.mathlib`: polynomial acos/asin/exp that vectorise),
+* one function per activation's dual, ``dual_<layer>_<name>(q1, q2, s1, s2, c, rho)`` returning
+  (k, k̇), printed from the SymPy closed form with common subexpressions shared,
+* ``kernel(...)``: for a list of tiles (row range × column range) of the output, every entry
+  (i, j) reads the Gram value ⟨x_i, y_j⟩ (already in the output buffer), runs all layers in
+  registers with the per-point variances q_i, q_j (precomputed once, O(n·depth)) and writes
+  K and Θ.  For K(X, X) only tiles on or above the diagonal are computed and each tile is then
+  mirrored.  A Hermite-method activation splits the row into stages: the pair values go to
+  small per-tile buffers, the series Σ_l r_l(q_i) r_l(q_j) ρ^l runs by Horner's rule over the
+  row (inner loop over j: vectorised) from the per-point coefficient tables, and the next
+  stage continues from the buffers.
+
+:func:`run` drives it: panels of rows (``block_size``), one BLAS product per panel written
+straight into the output, then the kernel over the panel's tiles; no other O(n1·n2) memory.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from dualcalc.errors import BackendError, InputError
+from dualcalc.dual import HERMITE
+
+from . import cache, mathlib
+from .ir import ActOp, DenseOp, KernelSpec
+import sympy as sp
+
+from .printers import NumbaPrinter, Pos, dual_body, q1 as Q1SYM, s1 as S1SYM
+
+GENERATOR_VERSION = "numba-1"
+TILE_ROWS = 32
+TILE_COLS = 512
+#: LLVM may fuse a*b + c into one FMA (more accurate, never less); nothing else is relaxed.
+FASTMATH = {"contract"}
+#: Hermite Horner steps per pass over a row (the tables are padded with zeros to match).
+HORNER_UNROLL = 4
+
+
+@dataclass(frozen=True)
+class GeneratedModule:
+    source: str
+    digest: str
+    want_k: bool
+    want_t: bool
+    n_act: int
+    n_hermite: int
+    #: per-point precomputed subexpressions: row m of the H1/H2 arrays is f(q, s) of activation slot
+    hoisted: tuple = ()  # ((slot, sympy expr in q1, s1), ...)
+
+
+def _helpers_closure(names: set[str]) -> list[str]:
+    out: list[str] = []
+    for n in ("_asin_core", "_asin", "_acos", "_exp"):
+        deps = {d for h in names for d in mathlib.NUMBA_HELPER_DEPS.get(h, [])}
+        if n in names or n in deps:
+            out.append(n)
+    return out
+
+
+def _dual_function(op: ActOp, body) -> list[str]:
+    kind = "closed form" if op.method != HERMITE else "Hermite"
+    extra = "".join(f", p1_{m}, p2_{m}" for m in range(len(body.hoisted)))
+    lines = [
+        f'@njit(cache=True, error_model="numpy", fastmath={FASTMATH!r}, inline="always")',
+        f"def {op.name}(q1, q2, s1, s2, c, rho{extra}):",
+        f'    """Activation {op.label}: dual by {kind} ({op.rule}).',
+        "",
+        "    (u, v) ~ N(0, [[q1, c], [c, q2]]), s = sqrt(q), rho = c/(s1 s2) clipped to [-1, 1].",
+    ]
+    for m, f in enumerate(body.hoisted):
+        lines.append(f"    p1_{m}, p2_{m}: {sp.sstr(f).replace('s1', 'sqrt(q1)')} of each point (precomputed).")
+    lines.append('    Returns k = E[σ(u)σ(v)] and kdot = E[σ\'(u)σ\'(v)]."""')
+    for name, text in body.temps:
+        lines.append(f"    {name} = {text}")
+    lines.append(f"    k = {body.k}")
+    lines.append(f"    kdot = {body.kdot}")
+    lines.append("    return k, kdot")
+    return lines
+
+
+class _Emitter:
+    def __init__(self, spec: KernelSpec, want_k: bool, want_t: bool, hoist_rows: dict[int, list[int]]):
+        self.spec, self.want_k, self.want_t = spec, want_k, want_t
+        self.hoist_rows = hoist_rows  # activation slot -> rows of H1/H2 (its p1_m, p2_m)
+        self.lines: list[str] = []
+
+    def emit(self, depth: int, text: str) -> None:
+        self.lines.append("    " * depth + text)
+
+    # one layer inside the j loop (registers: c, t)
+    def layer(self, depth: int, op, first_dense: bool) -> None:
+        e = self.emit
+        if isinstance(op, DenseOp):
+            e(depth, f"# {op.label}")
+            if self.want_t:
+                if not op.standard:
+                    e(depth, f"c = {op.w2!r} * c + {op.b2!r}")
+                    e(depth, f"t = {op.w2!r} * t + c" if not first_dense else "t = c  # Θ starts at 0")
+                else:
+                    width = "d_in" if op.width is None else repr(float(op.width))
+                    bias = " + 1.0" if op.bias else ""
+                    e(depth, f"t = {width} * c + {op.w2!r} * t{bias}  # standard parameterization")
+                    e(depth, f"c = {op.w2!r} * c + {op.b2!r}")
+            else:
+                e(depth, f"c = {op.w2!r} * c + {op.b2!r}")
+            return
+        a = op.slot
+        e(depth, f"# {op.label}: closed form ({op.rule})")
+        e(depth, f"q2 = q2_{a}[jj]")
+        e(depth, f"s2 = s2_{a}[jj]")
+        e(depth, f"rho = min(max(c * r1_{a} * r2_{a}[jj], -1.0), 1.0)  # c/sqrt(q1 q2), clipped")
+        extra = "".join(f", h1_{row}, h2_{row}[jj]" for row in self.hoist_rows.get(a, []))
+        e(depth, f"k, kdot = {op.name}(q1_{a}, q2, s1_{a}, s2, c, rho{extra})")
+        if self.want_t:
+            e(depth, "t = t * kdot" if not op.zero_ntk else "t = 0.0  # σ' is a delta: no NTK passes")
+        e(depth, "c = k")
+
+    def row_invariants(self, depth: int, ops) -> None:
+        """Per-row scalars of the x point, and 1-D views of the y points' arrays over the row
+        (loops index them from 0, which lets LLVM prove the indices non-negative and vectorise)."""
+        for op in ops:
+            if isinstance(op, ActOp):
+                a = op.slot
+                self.emit(depth, f"q1_{a}, s1_{a}, r1_{a} = Q1[{a}, i], S1[{a}, i], R1[{a}, i]")
+                if op.method == HERMITE:
+                    self.emit(depth, f"r2_{a} = R2[{a}, jlo:j1]")
+                else:
+                    self.emit(depth, f"q2_{a}, s2_{a}, r2_{a} = Q2[{a}, jlo:j1], S2[{a}, jlo:j1], R2[{a}, jlo:j1]")
+                    for row in self.hoist_rows.get(a, []):
+                        self.emit(depth, f"h1_{row}, h2_{row} = H1[{row}, i], H2[{row}, jlo:j1]")
+
+    def kernel(self) -> None:
+        spec, e = self.spec, self.emit
+        tables = []
+        for op in spec.act_ops():
+            if op.method == HERMITE:
+                tables += [f"HX{op.hermite_slot}", f"HY{op.hermite_slot}"]
+        args = ["K", "T", "tiles", "sym", "inv_d", "d_in", "Q1", "Q2", "S1", "S2", "R1", "R2", "H1", "H2"] + tables
+        e(0, f'@njit(parallel=True, cache=True, error_model="numpy", fastmath={FASTMATH!r})')
+        e(0, f"def kernel({', '.join(args)}):")
+        outs = " and ".join(n for n, w in (("K (NNGP)", self.want_k), ("T (NTK)", self.want_t)) if w)
+        doc = [
+            '"""Fill the tiles of the outputs: all layers per entry, in registers.',
+            "",
+            f"Outputs: {outs}.  On entry the buffer {'K' if self.want_k else 'T'} holds the Gram product",
+            "<x_i, y_j> over each tile (scaled here by inv_d = 1/d).  tiles[t] = (i0, i1, j0, j1);",
+            "sym: K(X, X), only j > i is computed (the diagonal comes from the per-point plan) and",
+            "each tile is mirrored.  Q1[a, i], S1[a, i], R1[a, i]: variance q, sqrt(q) and 1/sqrt(q)",
+            "(0 where q = 0) of point i at activation a; Q2, S2, R2 for the y points; H1[m, i], H2:",
+            "per-point subexpressions of the duals (see each dual's docstring);",
+            "HXh (n1, degree+1) and HYh (degree+1, n2): Hermite tables r_l(q) of Hermite layer h.",
+            '"""',
+        ]
+        for line in doc:
+            e(1, line)
+        e(1, "for tile in prange(tiles.shape[0]):")
+        e(2, "i0, i1, j0, j1 = tiles[tile, 0], tiles[tile, 1], tiles[tile, 2], tiles[tile, 3]")
+        stages = self.stages()
+        if len(stages) > 1:
+            e(2, "w = j1 - j0")
+            e(2, "rb = np.empty(w)  # rho of the pair entering a Hermite layer")
+            e(2, "ak = np.empty(w)  # Horner accumulators of k and kdot")
+            if self.want_t:
+                e(2, "tb = np.empty(w)  # NTK of the pair entering a Hermite layer")
+                e(2, "at = np.empty(w)")
+        e(2, "for i in range(i0, i1):")
+        e(3, "jlo = max(j0, i + 1) if sym else j0")
+        self.row_invariants(3, spec.ops)
+        G = "K" if self.want_k else "T"
+        if self.want_k:
+            e(3, "Kr = K[i, jlo:j1]")
+        if self.want_t:
+            e(3, "Tr = T[i, jlo:j1]")
+        for si, (ops, herm) in enumerate(stages):
+            e(3, f"# -- stage {si + 1}: {sum(isinstance(o, ActOp) for o in ops)} activation(s) per entry in registers" +
+              (f", then the Hermite series of {herm.label}" if herm is not None else ""))
+            e(3, "for jj in range(j1 - jlo):")
+            if si == 0:
+                e(4, f"c = {G}r[jj] * inv_d  # input kernel <x, y>/d")
+                if self.want_t:
+                    e(4, "t = 0.0")
+            else:
+                prev = stages[si - 1][1]
+                h, a = prev.hermite_slot, prev.slot
+                e(4, f"# {prev.label}: k = sum_l r_l(q_i) r_l(q_j) rho^l,"
+                     " kdot = sum_l l r_l(q_i) r_l(q_j) rho^(l-1) / sqrt(q_i q_j)")
+                e(4, f"c = ak[jj] * rb[jj] + hx0_{h} * hy0_{h}[jj]")
+                if self.want_t:
+                    if prev.zero_ntk:
+                        e(4, "t = 0.0  # σ' is a delta: no NTK passes")
+                    else:
+                        e(4, f"t = tb[jj] * (at[jj] * r1_{a} * r2_{a}[jj])")
+            first_dense_done = si > 0
+            for op in ops:
+                is_first = isinstance(op, DenseOp) and not first_dense_done
+                self.layer(4, op, is_first)
+                if isinstance(op, DenseOp):
+                    first_dense_done = True
+            if herm is None:
+                if self.want_k:
+                    e(4, "Kr[jj] = c")
+                if self.want_t:
+                    e(4, "Tr[jj] = t")
+            else:
+                a, h = herm.slot, herm.hermite_slot
+                e(4, f"rb[jj] = min(max(c * r1_{a} * r2_{a}[jj], -1.0), 1.0)  # rho")
+                e(4, "ak[jj] = 0.0")
+                if self.want_t:
+                    e(4, "tb[jj] = t")
+                    e(4, "at[jj] = 0.0")
+                e(3, f"# Horner over the degree, vectorised over the row: {herm.label}")
+                e(3, f"# (tables padded with zeros to a degree divisible by {HORNER_UNROLL}; {HORNER_UNROLL} terms per pass)")
+                e(3, f"for l in range(HY{h}.shape[0] - 1, 0, -{HORNER_UNROLL}):")
+                for u in range(HORNER_UNROLL):
+                    lu = "l" if u == 0 else f"l - {u}"
+                    e(4, f"a{u} = HX{h}[i, {lu}]")
+                    if self.want_t:
+                        e(4, f"b{u} = ({lu}) * a{u}")
+                    e(4, f"y{u} = HY{h}[{lu}, jlo:j1]")
+                e(4, "for jj in range(j1 - jlo):")
+                e(5, "r = rb[jj]")
+                acc_k = "ak[jj]"
+                acc_t = "at[jj]"
+                for u in range(HORNER_UNROLL):
+                    acc_k = f"({acc_k} * r + a{u} * y{u}[jj])"
+                    acc_t = f"({acc_t} * r + b{u} * y{u}[jj])"
+                if self.want_t:
+                    e(5, f"at[jj] = {acc_t[1:-1]}")
+                e(5, f"ak[jj] = {acc_k[1:-1]}")
+                e(3, f"hx0_{h}, hy0_{h} = HX{h}[i, 0], HY{h}[0, jlo:j1]")
+        # mirror
+        e(2, "if sym:  # K(X, X) is symmetric: copy the tile below the diagonal")
+        e(3, "for j in range(max(j0, i0 + 1), j1):")
+        e(4, "m = min(i1, j) - i0")
+        if self.want_k:
+            e(4, "Kc, Ks = K[j, i0:i0 + m], K[i0:i0 + m, j]")
+        if self.want_t:
+            e(4, "Tc, Ts = T[j, i0:i0 + m], T[i0:i0 + m, j]")
+        e(4, "for ii in range(m):")
+        if self.want_k:
+            e(5, "Kc[ii] = Ks[ii]")
+        if self.want_t:
+            e(5, "Tc[ii] = Ts[ii]")
+
+    def stages(self):
+        """Split the ops at Hermite activations: [(ops before, hermite op or None), ...]."""
+        out, cur = [], []
+        for op in self.spec.ops:
+            if isinstance(op, ActOp) and op.method == HERMITE:
+                out.append((cur, op))
+                cur = []
+            else:
+                cur.append(op)
+        out.append((cur, None))
+        return out
+
+
+def generate(spec: KernelSpec, get=("nngp", "ntk")) -> GeneratedModule:
+    """The Numba module text of ``spec`` for the requested outputs."""
+    want_k, want_t = "nngp" in get, "ntk" in get
+    printer = NumbaPrinter()
+    duals: list[str] = []
+    bodies: dict[str, object] = {}
+    hoist_rows: dict[int, list[int]] = {}
+    hoisted: list = []
+    for op in spec.act_ops():
+        if op.method == HERMITE:
+            continue
+        if op.name not in bodies:
+            bodies[op.name] = body = dual_body(op.k, op.kdot, printer, hoist=True)
+            duals.append("")
+            duals.extend(_dual_function(op, body))
+        body = bodies[op.name]
+        hoist_rows[op.slot] = list(range(len(hoisted), len(hoisted) + len(body.hoisted)))
+        hoisted += [(op.slot, f) for f in body.hoisted]
+    helpers = _helpers_closure(printer.helpers_used)
+    em = _Emitter(spec, want_k, want_t, hoist_rows)
+    em.kernel()
+    outs = ", ".join(n for n, w in (("nngp", want_k), ("ntk", want_t)) if w)
+    head = [
+        "# " + "-" * 94,
+        "# dualcalc generated kernel (Numba).  Generated text: regenerate it, don't edit it.",
+        f"# network : {spec.description}",
+        f"# outputs : {outs}",
+        "# recursion (neural-tangents conventions, MATH.md §3):",
+        "#   input      K = <x, y>/d, Θ = 0",
+        "#   Dense      K <- W²·K + b²,  Θ <- W²·Θ + K   (standard: Θ <- width·K_old + W²·Θ + 1)",
+        "#   activation K <- k(q_x, q_y, K),  Θ <- Θ·kdot(q_x, q_y, K);  q_x = K(x, x) per point",
+        f"# dualcalc {cache.library_version()}, generator {GENERATOR_VERSION}",
+        "# " + "-" * 94,
+        "import math",
+        "",
+        "import numpy as np",
+        "from numba import njit, prange",
+    ]
+    if "_exp" in helpers:
+        head.append("")
+        head.append("from codegen.numba_support import bits_to_f64")
+    body = []
+    if helpers:
+        body += ["", "", "# -- inline math: polynomial forms the loop vectoriser can use (codegen/mathlib.py) --"]
+        for h in helpers:
+            body.extend(mathlib.NUMBA_HELPERS[h].rstrip("\n").split("\n"))
+    if duals:
+        body += ["", "", "# -- one function per activation's dual (common subexpressions of k and kdot shared) --"]
+        body += duals
+    body += ["", ""]
+    body += em.lines
+    text = "\n".join(head + body) + "\n"
+    digest = cache.content_hash(GENERATOR_VERSION, text)
+    return GeneratedModule(text, digest, want_k, want_t, spec.n_act, spec.n_hermite, tuple(hoisted))
+
+
+def hoisted_values(gen: GeneratedModule, qs: list[np.ndarray], n: int) -> np.ndarray:
+    """The per-point rows H[m, i] = f_m(q_i) (float64), q from the activation slot of row m."""
+    H = np.zeros((max(len(gen.hoisted), 1), n))
+    for m, (slot, f) in enumerate(gen.hoisted):
+        fn = sp.lambdify((Q1SYM, S1SYM), f, modules=[{"Pos": lambda v: np.maximum(v, 0.0)}, "numpy"])
+        q = qs[slot]
+        with np.errstate(all="ignore"):
+            H[m] = np.broadcast_to(np.asarray(fn(q, np.sqrt(q)), dtype=np.float64), q.shape)
+    return H
+
+
+# ------------------------------------------------------------------------------------------------
+# running
+def tiles_for_panel(r0: int, r1: int, n2: int, sym: bool, tr: int = TILE_ROWS, tc: int = TILE_COLS) -> np.ndarray:
+    """(i0, i1, j0, j1) tiles covering rows [r0, r1); for sym only those reaching j >= i."""
+    out = []
+    for i0 in range(r0, r1, tr):
+        i1 = min(i0 + tr, r1)
+        start = (i0 // tc) * tc if sym else 0
+        for j0 in range(start, n2, tc):
+            j1 = min(j0 + tc, n2)
+            if sym and j1 <= i0:
+                continue
+            out.append((i0, i1, j0, j1))
+    return np.array(out, dtype=np.int64).reshape(-1, 4)
+
+
+def padded_tables(Rx: np.ndarray, Ry: np.ndarray | None, unroll: int = HORNER_UNROLL):
+    """(HX, HY): HX (n1, D'+1) and HY (D'+1, n2) with D' the degree rounded up to ``unroll``."""
+    deg = Rx.shape[1] - 1
+    dp = -(-deg // unroll) * unroll
+    HX = np.zeros((Rx.shape[0], dp + 1))
+    HX[:, : deg + 1] = Rx
+    if Ry is None:
+        return HX, np.ascontiguousarray(HX.T)
+    HY = np.zeros((dp + 1, Ry.shape[0]))
+    HY[: deg + 1] = Ry.T
+    return HX, HY
+
+
+def default_block_size(n1: int, n2: int) -> int:
+    """Rows per panel: about 2^24 entries per panel (a progress step of a fraction of a second)."""
+    rows = max(TILE_ROWS, (1 << 24) // max(n2, 1))
+    return int(min(n1, rows))
+
+
+def _outputs(n1, n2, dtype, want_k, want_t, out):
+    if out is None:
+        K = np.empty((n1, n2), dtype=dtype) if want_k else None
+        T = np.empty((n1, n2), dtype=dtype) if want_t else None
+        return K, T
+    if not isinstance(out, tuple | list) or len(out) != 2:
+        raise InputError("out must be a pair (nngp_array, ntk_array), None for an output not requested")
+    res = []
+    for arr, want, name in ((out[0], want_k, "nngp"), (out[1], want_t, "ntk")):
+        if not want:
+            res.append(None)
+            continue
+        if not isinstance(arr, np.ndarray) or arr.shape != (n1, n2) or arr.dtype != dtype \
+                or not arr.flags.c_contiguous or not arr.flags.writeable:
+            raise InputError(f"out for {name} must be a writeable C-contiguous {np.dtype(dtype)} array of shape "
+                             f"{(n1, n2)}")
+        res.append(arr)
+    return res[0], res[1]
+
+
+def load(gen: GeneratedModule):
+    try:
+        return cache.load_module("numba", gen.digest, gen.source)
+    except Exception as err:  # noqa: BLE001 - report which generated file failed
+        raise BackendError(f"the generated Numba module failed to load ({type(err).__name__}: {err}); "
+                           f"cache folder {cache.cache_dir()}") from err
+
+
+def run(spec: KernelSpec, plan, X: np.ndarray, Y: np.ndarray | None, get, dtype, *, block_size=None,
+        progress=None, out=None):
+    """Exact kernels of ``spec`` with the generated Numba kernel; returns (K, T) (None if not asked)."""
+    gen = generate(spec, get)
+    mod = load(gen)
+    sym = Y is None
+    n1 = X.shape[0]
+    Yd = X if sym else Y
+    n2 = Yd.shape[0]
+    dtype = np.dtype(dtype)
+    K, T = _outputs(n1, n2, dtype, gen.want_k, gen.want_t, out)
+    G = K if gen.want_k else T
+    Kin = K if K is not None else np.empty((1, 1), dtype)
+    Tin = T if T is not None else np.empty((1, 1), dtype)
+
+    steps = plan.steps
+    if steps:
+        Q1 = np.ascontiguousarray(np.stack([s.qx for s in steps]))
+        Q2 = Q1 if sym else np.ascontiguousarray(np.stack([s.qy for s in steps]))
+    else:
+        Q1 = np.zeros((1, n1))
+        Q2 = Q1 if sym else np.zeros((1, n2))
+    S1 = np.sqrt(Q1)
+    S2 = S1 if sym else np.sqrt(Q2)
+    with np.errstate(divide="ignore"):
+        R1 = np.where(S1 > 0, 1.0 / S1, 0.0)
+        R2 = R1 if sym else np.where(S2 > 0, 1.0 / S2, 0.0)
+    H1 = hoisted_values(gen, list(Q1), n1)
+    H2 = H1 if sym else hoisted_values(gen, list(Q2), n2)
+    tables = []
+    for s in steps:
+        if s.hermite:
+            tables += list(padded_tables(s.Rx, None if sym else s.Ry))
+    d = X.shape[1]
+    inv_d = 1.0 / d
+    bs = default_block_size(n1, n2) if block_size is None else int(block_size)
+    if bs < 1:
+        raise InputError(f"block_size must be a positive number of rows, got {block_size!r}")
+    panels = [(r0, min(r0 + bs, n1)) for r0 in range(0, n1, bs)]
+    if sym:
+        panels.reverse()  # mirrored values land in panels below, which are complete by then
+    total = n1 * n2 if not sym else n1 * (n1 + 1) // 2
+    show = (total >= 5e7) if progress is None else bool(progress)
+    bar = None
+    if show and len(panels) > 1:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, unit="entries", unit_scale=True, desc="dualcalc kernel", leave=False)
+    Yt = Yd.T
+    try:
+        for r0, r1 in panels:
+            if sym:
+                np.matmul(X[r0:r1], Yt[:, r0:], out=G[r0:r1, r0:])
+            else:
+                np.matmul(X[r0:r1], Yt, out=G[r0:r1])
+            tiles = tiles_for_panel(r0, r1, n2, sym)
+            mod.kernel(Kin, Tin, tiles, sym, inv_d, float(d), Q1, Q2, S1, S2, R1, R2, H1, H2, *tables)
+            if sym:  # the diagonal: the points' own recursion (c = q, rho = 1 exactly)
+                idx = np.arange(r0, r1)
+                if K is not None:
+                    K[idx, idx] = plan.qx_out[r0:r1]
+                if T is not None:
+                    T[idx, idx] = plan.tx_out[r0:r1]
+            if bar is not None:
+                bar.update((r1 - r0) * n2 if not sym else sum(n1 - i for i in range(r0, r1)))
+    finally:
+        if bar is not None:
+            bar.close()
+    return K, T
