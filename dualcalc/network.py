@@ -114,14 +114,14 @@ class Network:
         Integer input is converted to ``dtype`` (documented conversion); NaN/Inf,
         1-D, empty, non-real or mismatched inputs raise :class:`~dualcalc.errors.InputError`.
         """
+        if hasattr(X, "__dask_graph__") or hasattr(Y, "__dask_graph__"):  # Dask: lazy tiles (docs/dask.md)
+            from .distributed import dask_kernel  # first: each tile comes back here in memory
+
+            return dask_kernel(self, X, Y, get=get, backend=backend, dtype=dtype, **options)
         if _has_spatial_layers(self):  # convolutional networks: images, their own kernels
             from .conv_kernel import conv_kernel
 
             return conv_kernel(self, X, Y, get=get, backend=backend, dtype=dtype, **options)
-        if hasattr(X, "__dask_graph__") or hasattr(Y, "__dask_graph__"):  # Dask: lazy tiles (docs/dask.md)
-            from .distributed import dask_kernel
-
-            return dask_kernel(self, X, Y, get=get, backend=backend, dtype=dtype, **options)
         get = (get,) if isinstance(get, str) else tuple(get)
         bad = set(get) - {"nngp", "ntk"}
         if bad or not get:
