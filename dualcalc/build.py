@@ -163,7 +163,7 @@ def _compile_numba(net, X) -> dict:
     except ModuleNotFoundError as exc:
         if exc.name not in ("dualcalc.backends",) and not (exc.name or "").startswith("codegen"):
             raise
-        # TODO(issue 7): hook for the generated backends; skip until dualcalc/backends.py lands.
+        # a partial install without the generated backends: report, don't fail
         return {"status": "skipped", "reason": f"generated backends not available yet ({exc.name} is missing)"}
     t0 = time.perf_counter()
     k = net.kernel(X, backend="numba")
@@ -181,15 +181,23 @@ def _compile_numba(net, X) -> dict:
 
 
 def cuda_compiler():
-    """The PTX compiler of the CUDA code generator, or (None, why-not)."""
+    """The PTX compiler of the CUDA code generator, or (None, why-not).
+
+    Not available when codegen.cuda_target lacks ``compile_ptx`` or NVRTC cannot be
+    loaded (the ``cuda`` extra is not installed); no GPU is needed.
+    """
     try:
         from codegen import cuda_target  # type: ignore[attr-defined]
     except ImportError as exc:
-        # TODO(issue 7): hook for codegen/cuda_target.py (NVRTC → PTX); skip until it lands.
-        return None, f"CUDA code generator not available yet ({exc})"
+        return None, f"CUDA code generator not available ({exc})"
     fn = getattr(cuda_target, "compile_ptx", None)
     if fn is None:
-        return None, "codegen.cuda_target has no compile_ptx() yet"
+        return None, "codegen.cuda_target has no compile_ptx()"
+    probe = getattr(cuda_target, "nvrtc_available", None)
+    if probe is not None:
+        ok, why = probe()
+        if not ok:
+            return None, why
     return fn, ""
 
 
@@ -413,6 +421,10 @@ def build_catalog(out_dir: str | os.PathLike = DEFAULT_OUT, *, target: str = "al
     if int(jobs) != jobs or jobs < 1:
         raise DualcalcError(f"--jobs must be a positive integer, got {jobs!r}")
     t_start = time.perf_counter()
+    if target == "cuda":  # asked for explicitly: a missing compiler is an error, not a skip
+        fn, why = cuda_compiler()
+        if fn is None:
+            raise BackendError(f"--target cuda: {why}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plan = collect(include_user=include_user, only=only)

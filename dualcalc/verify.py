@@ -39,7 +39,7 @@ from .errors import DivergentError
 GL_NODES = 16
 _GL_X, _GL_W = np.polynomial.legendre.leggauss(GL_NODES)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-_HALF_WIDTHS = (10.0, 14.0, 20.0, 28.0, 40.0, 56.0, 80.0)
+_HALF_WIDTHS = (10.0, 14.0, 20.0, 28.0, 34.0, 40.0, 48.0, 56.0, 64.0, 80.0)
 
 #: (q1, q2, c) at which ``verify_activation`` compares a dual with the oracle:
 #: several variances, positive and negative correlations, and three diagonals.
@@ -112,13 +112,14 @@ def half_width(f: Callable[[np.ndarray], np.ndarray], q: float, kinks: Sequence[
     s = math.sqrt(q)
     for L in _HALF_WIDTHS:
         t, w = _panel_rule(_edges(L, [k / s for k in kinks] if s > 0 else ()))
-        fv = _eval(f, s * t)
+        root_w = np.sqrt(_gauss_weights(t, w))
+        fw = _weighted(_eval(f, s * t), root_w)  # f·√w before squaring: no overflow of f²
         with np.errstate(all="ignore"):
-            m = float(np.sum(_weighted(fv * fv, _gauss_weights(t, w))))
-        probe = L + np.linspace(0.0, 8.0, 33)
+            m = float(np.sum(fw * fw))
+        probe = L + np.linspace(0.0, 4.0, 17)
         probe = np.concatenate([probe, -probe])
         with np.errstate(all="ignore"):
-            tail = _eval(f, s * probe) ** 2 * np.exp(-0.5 * probe**2) * _INV_SQRT_2PI
+            tail = (np.abs(_eval(f, s * probe)) * np.exp(-0.25 * probe**2)) ** 2 * _INV_SQRT_2PI
         if np.all(np.isfinite(tail)) and math.isfinite(m) and float(np.max(tail)) * 16.0 <= 1e-17 * max(m, 1e-300):
             return L
         if np.all(np.isfinite(tail)) and float(np.max(tail)) == 0.0:
@@ -168,8 +169,9 @@ def expectation_2d(f: Callable[[np.ndarray], np.ndarray], g: Callable[[np.ndarra
     if sr < 1e-7:  # v = ±√q2 g1: one-dimensional
         brk = [k / s1 for k in kinks_f] + ([k / (s2 * rho) for k in kinks_g] if rho != 0 else [])
         t, w = _panel_rule(_edges(L, brk))
-        prod = _eval(f, s1 * t) * _eval(g, s2 * np.sign(rho) * t)
-        val = float(np.sum(_weighted(prod, _gauss_weights(t, w))))
+        root_w = np.sqrt(_gauss_weights(t, w))  # (f·√w)(g·√w): no overflow of f·g far out
+        with np.errstate(all="ignore"):
+            val = float(np.sum(_weighted(_eval(f, s1 * t), root_w) * _weighted(_eval(g, s2 * np.sign(rho) * t), root_w)))
     else:
         outer_brk = [k / s1 for k in kinks_f]
         if rho != 0.0:
@@ -271,10 +273,14 @@ def verify_activation(act, points: Sequence[tuple[float, float, float]] = VERIFY
     f = act.function
     kinks = act.kinks
     d = derivative_function(act.expr)
+    P = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    q_max = getattr(dual, "q_max", None)  # σ growing like exp(γx²): E[σ²] exists only for q < q_max
+    if q_max is not None and np.max(P[:, :2]) >= 0.8 * q_max:
+        P = P * (0.8 * q_max / np.max(P[:, :2]))  # same correlations, variances inside the domain
+    points = [tuple(p) for p in P]
     qs = sorted({p[0] for p in points} | {p[1] for p in points})
     m_f = {q: expectation_2d(f, f, q, q, q, kinks) for q in qs}
     m_d = {q: expectation_2d(d, d, q, q, q, kinks) for q in qs}
-    P = np.asarray(points, dtype=np.float64).reshape(-1, 3)
     with warnings.catch_warnings():  # one vectorised call each: Hermite tables are built once
         warnings.simplefilter("ignore", RuntimeWarning)
         k_all = np.asarray(act.nngp(P[:, 0], P[:, 1], P[:, 2]), dtype=np.float64)
