@@ -1,0 +1,501 @@
+r"""KernelSketch: random features Z with Z Zᵀ ≈ the NNGP or NTK of a fully connected network.
+
+Time and memory are linear in the number of points n: every point's features are computed
+from its own row (plus O(1) per-point scalars from the exact diagonal recursion), in
+chunks of rows.
+
+Layer-wise method (any activation, biases, several layers; MATH.md §2, §4)
+-------------------------------------------------------------------------
+Each point carries an NNGP feature ψ (⟨ψ(x), ψ(y)⟩ ≈ K), an NTK feature φ (≈ Θ), both
+complex with the Hermitian inner product's real part as the estimate, and its exact
+pre-activation variance q_x = K(x, x) from the diagonal recursion.
+
+* input: ψ = x/√d (scipy.sparse input: a CountSketch of x, O(nnz)), φ = ∅ (Θ⁰ = 0)
+* Dense(W, b), NTK parameterization: ψ ← [Wψ, b],  φ ← [Wφ, ψ]
+  (standard: φ ← [√width·ψ_old, Wφ, 1 if b > 0])
+* activation σ at degree L:
+  u = ψ/‖ψ‖; U_1 = u exactly, U_2..U_L from one PolySketch of u (so ⟨U_l(x),U_l(y)⟩ ≈ ρ̂^l);
+  ψ ← Σ-sketch of ⊕_l r_l(q_x)·U_l            (⟨·,·⟩ ≈ Σ_l r_l(q_x) r_l(q_y) ρ^l = k(q_x, q_y, c))
+  δ  = Σ-sketch of ⊕_{l≥1} √l·r_l(q_x)/√q_x·U_{l−1}   (≈ k̇)
+  φ ← TensorSRHT(φ, δ)                         (≈ Θ·k̇)
+  where the Σ-sketch is a phase-weighted sum of the blocks into m buckets (generated Numba
+  kernel, :mod:`codegen.sketch_numba`; CUDA: :mod:`codegen.sketch_cuda`).
+* output: a final phase count-sketch into ⌈m/2⌉ complex buckets, then real parts and
+  imaginary parts (:func:`~dualcalc.sketch.srht.to_real`): exactly ``n_components`` real
+  features whose inner product is unbiased for the Hermitian estimate.
+
+Every random map is unbiased given its inputs.  The estimate is consistent but not exactly
+unbiased overall, because u is normalised by the *sketched* norm (which keeps |ρ̂| ≤ 1 and
+ρ̂ = 1 on the diagonal) and ρ̂^l is a nonlinear function of the previous layer's sketch.
+
+Homogeneous method (ReLU family, monomials, …, no biases)
+---------------------------------------------------------
+See :mod:`dualcalc.sketch.homogeneous`: the whole network is one function of the input
+correlation, sketched by a single PolySketch with CountSketch leaves (O(nnz) per leaf).
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import scipy.sparse
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ..errors import InputError, ParameterError
+from ..network import Network
+from .coefficients import CoefficientTable, choose_degrees, diagonal_recursion, fc_program
+from .polysketch import PolySketch
+from .srht import CountSketch, TensorSRHT, array_module, complex_dtype, random_phases, to_real
+
+__all__ = ["KernelSketch"]
+
+_SUBSAMPLE = 160  # points used to choose the degree automatically
+
+
+def balanced_buckets(rng, count: int, m: int) -> np.ndarray:
+    """Buckets for ``count`` coordinates among m: distinct when count ≤ m, otherwise each
+    bucket receives ⌊count/m⌋ or ⌈count/m⌉ of them (a random balanced assignment).
+
+    Distinct buckets make the exact blocks (the constant and the linear term u) collision-free,
+    so they pass into the Σ-sketch without error; uniform hashing would collide (birthday
+    paradox) and a single collision between two large coordinates costs a lot of accuracy.
+    """
+    reps = -(-count // m)
+    return (rng.permutation(reps * m)[:count] % m).astype(np.int64)
+
+
+def _weight_plan(rng, du: int, degree: int, m: int, ms: int) -> dict:
+    """Random phases/buckets of one activation layer's weighting (see codegen.sketch_numba).
+
+    The sketched blocks fill buckets 0..ms−1.  The constant term and the du coordinates of u
+    go to the reserved buckets ms..m−1 when ms < m (distinct ones), else anywhere (distinct
+    whenever du + 1 ≤ m, balanced otherwise).
+    """
+    L = degree
+    plan = {"m": m, "ph_k": random_phases(rng, (max(L - 1, 0), ms)),
+            "ph_d": random_phases(rng, (max(L - 2, 0), ms))}
+    lo = ms if ms < m else 0
+    for tag in ("k", "d"):
+        b = lo + balanced_buckets(rng, du + 1, m - lo)
+        plan[f"hu_{tag}"] = b[1:]
+        plan[f"c0b_{tag}"] = int(b[0])
+        plan[f"pu_{tag}"] = random_phases(rng, du)
+        plan[f"c0p_{tag}"] = complex(random_phases(rng, 1)[0])
+    return plan
+
+
+def _row_norms(A):
+    xp = array_module(A)
+    return xp.sqrt(xp.einsum("ij,ij->i", A.real, A.real) + xp.einsum("ij,ij->i", A.imag, A.imag)) \
+        if xp.iscomplexobj(A) else xp.sqrt(xp.einsum("ij,ij->i", A, A))
+
+
+def _rescale(A, target, eps=0.0):
+    """Rows of A rescaled to the given norms (rows of norm 0 left alone)."""
+    xp = array_module(A)
+    nrm = _row_norms(A)
+    f = xp.where(nrm > eps, xp.asarray(target) / xp.where(nrm > eps, nrm, 1.0), 0.0)
+    A *= f[:, None].astype(A.real.dtype)
+    return A
+
+
+def _const_col(n, value, dtype, like):
+    xp = array_module(like)
+    return xp.full((n, 1), value, dtype=dtype)
+
+
+def _hstack(parts):
+    parts = [p for p in parts if p is not None]
+    xp = array_module(parts[0])
+    return xp.concatenate(parts, axis=1)
+
+
+def check_input(X, dtype_list=(np.float64, np.float32)):
+    """Finite real 2-D array or scipy.sparse matrix (left sparse)."""
+    if scipy.sparse.issparse(X):
+        X = X.tocsr()
+        if X.dtype not in dtype_list:
+            X = X.astype(np.float64)
+        if not np.all(np.isfinite(X.data)):
+            raise InputError("X contains NaN or Inf")
+        return X
+    return X
+
+
+class KernelSketch(TransformerMixin, BaseEstimator):
+    """Random features of a network's NNGP or NTK: ``Z = sk.fit_transform(X)``, Z Zᵀ ≈ kernel.
+
+    Parameters
+    ----------
+    net : Network
+        A fully connected serial network (``dc.serial(dc.Dense(...), act, ...)``): any
+        activation (closed form or Hermite), biases, any depth, each layer its own activation.
+    n_components : int
+        Number of real output features m.
+    kernel : "ntk" or "nngp"
+    degree : int, sequence of int, or None
+        Truncation degree of the Hermite/Taylor series per activation layer; None chooses it
+        on the training data: per layer, the smallest degree whose truncation changes the final
+        kernel by at most ``degree_tol``/√(number of activations) (relative Frobenius, measured
+        on a subsample against the series at degree 48), default degree_tol = 0.5/√m — half the
+        order of the sketch's own error — capped at ``max_degree``.
+    random_state : int, RandomState, Generator or None
+    method : "auto", "layerwise" or "homogeneous"
+        "homogeneous" (the subspace embedding for homogeneous duals, no biases) is used by
+        "auto" when the network allows it; "layerwise" works for every network.
+    internal_dim : int or None
+        Complex dimension of the PolySketch nodes and per-layer features (default ⌈m/2⌉, i.e.
+        as many real numbers as the output).
+    normalize : bool
+        Rescale every sketch's output rows to the norm their unsketched value has (known per
+        point).  Lowers the variance where correlations are large; the estimate is then
+        consistent but no longer exactly unbiased.  Default False.
+    max_degree, degree_tol : see ``degree``.
+    precision : "single" or "double"
+        Arithmetic of the sketch itself (complex64 or complex128).  Single precision is about
+        twice as fast; its round-off (~1e-7) is far below the sketch's own error (~1/√m).
+        The output dtype follows the input (float32 stays float32, float64 stays float64).
+    backend : "auto", "numba", "numpy" or "cuda"
+        Where the per-layer weighting runs ("auto": cuda when CuPy sees a GPU, else numba).
+    chunk_size : int or None
+        Rows per chunk (None: from a 256 MB working-set budget).
+
+    Attributes
+    ----------
+    degrees_ : list of int, the degree of each activation layer.
+    degree_errors_ : estimated truncation error per layer (None when ``degree`` was given).
+    method_ : the method used.
+    n_features_in_ : input dimension d.
+    """
+
+    def __init__(self, net=None, n_components=1024, kernel="ntk", degree=None, random_state=None, *,
+                 method="auto", internal_dim=None, normalize=False, max_degree=24, degree_tol=None,
+                 precision="single", backend="auto", chunk_size=None):
+        self.net = net
+        self.n_components = n_components
+        self.kernel = kernel
+        self.degree = degree
+        self.random_state = random_state
+        self.method = method
+        self.internal_dim = internal_dim
+        self.normalize = normalize
+        self.max_degree = max_degree
+        self.degree_tol = degree_tol
+        self.precision = precision
+        self.backend = backend
+        self.chunk_size = chunk_size
+
+    # -- validation ----------------------------------------------------------------------
+    def _check_params(self):
+        if self.net is None:
+            raise ParameterError("KernelSketch needs a network: KernelSketch(dc.serial(...), n_components)")
+        if not isinstance(self.net, Network):
+            raise ParameterError(f"net must be a dualcalc Network, got {type(self.net).__name__}")
+        m = self.n_components
+        if not isinstance(m, numbers.Integral) or isinstance(m, bool) or m < 2:
+            raise ParameterError(f"n_components must be an integer ≥ 2, got {m!r}")
+        if self.kernel not in ("ntk", "nngp"):
+            raise ParameterError(f"kernel must be 'ntk' or 'nngp', got {self.kernel!r}")
+        if self.method not in ("auto", "layerwise", "homogeneous"):
+            raise ParameterError(f"method must be 'auto', 'layerwise' or 'homogeneous', got {self.method!r}")
+        if self.internal_dim is not None and (not isinstance(self.internal_dim, numbers.Integral)
+                                              or self.internal_dim < 1):
+            raise ParameterError(f"internal_dim must be a positive integer or None, got {self.internal_dim!r}")
+        if not isinstance(self.max_degree, numbers.Integral) or not 1 <= self.max_degree <= 256:
+            raise ParameterError(f"max_degree must be an integer in [1, 256], got {self.max_degree!r}")
+        if self.precision not in ("single", "double"):
+            raise ParameterError(f"precision must be 'single' or 'double', got {self.precision!r}")
+        if self.backend not in ("auto", "numba", "numpy", "cuda"):
+            raise ParameterError(f"backend must be 'auto', 'numba', 'numpy' or 'cuda', got {self.backend!r}")
+        if self.degree_tol is not None and not (isinstance(self.degree_tol, numbers.Real) and self.degree_tol > 0):
+            raise ParameterError(f"degree_tol must be a positive number, got {self.degree_tol!r}")
+        if self.chunk_size is not None and (not isinstance(self.chunk_size, numbers.Integral) or self.chunk_size < 1):
+            raise ParameterError(f"chunk_size must be a positive integer, got {self.chunk_size!r}")
+
+    def _validate(self, X, reset: bool):
+        try:
+            X = validate_data(self, X, accept_sparse=("csr", "csc", "coo"), dtype=[np.float64, np.float32],
+                              reset=reset, ensure_all_finite=True)
+        except ValueError as e:
+            raise InputError(str(e)) from e
+        return X.tocsr() if scipy.sparse.issparse(X) else X
+
+    def _resolve_backend(self):
+        if self.backend != "auto":
+            return self.backend
+        try:
+            import cupy
+
+            if cupy.cuda.runtime.getDeviceCount() > 0:
+                return "cuda"
+        except Exception:
+            pass
+        return "numba"
+
+    # -- fit --------------------------------------------------------------------------------
+    def fit(self, X, y=None):
+        """Draw the sketches for X's dimension; choose the degrees on X when degree=None."""
+        self._check_params()
+        X = self._validate(X, reset=True)
+        prog = fc_program(self.net)
+        n, d = X.shape
+        rng = check_random_state(self.random_state)
+        gen = np.random.default_rng(rng.randint(0, 2**63 - 1, dtype=np.int64))
+        m = int(self.n_components)
+        mp = int(self.internal_dim) if self.internal_dim is not None else (m + 1) // 2
+        acts = [op[1] for op in prog if op[0] == "act"]
+
+        from .homogeneous import HomogeneousPlan, homogeneous_eligible
+
+        method = self.method
+        if method == "auto":
+            method = "homogeneous" if homogeneous_eligible(prog, self.kernel) else "layerwise"
+        elif method == "homogeneous":
+            why = homogeneous_eligible(prog, self.kernel, explain=True)
+            if why is not True:
+                raise ParameterError(f"method='homogeneous' does not apply to this network: {why}")
+        self.method_ = method
+        tol = self.degree_tol if self.degree_tol is not None else 0.5 / np.sqrt(m)
+
+        # subsample Gram matrix for the degree choice (sparse: never densified)
+        sub = gen.choice(n, min(n, _SUBSAMPLE), replace=False) if n > _SUBSAMPLE else np.arange(n)
+        Xs = X[np.sort(sub)]
+        K0 = (Xs @ Xs.T)
+        K0 = (K0.toarray() if scipy.sparse.issparse(K0) else np.asarray(K0, dtype=np.float64)) / d
+
+        if method == "homogeneous":
+            self.plan_ = HomogeneousPlan.draw(prog, d, m, mp, self.kernel, self.degree, self.max_degree, tol,
+                                              K0, gen, sparse=scipy.sparse.issparse(X))
+            self.degrees_ = [self.plan_.degree]
+            self.degree_errors_ = [self.plan_.fit_error]
+            return self
+
+        # degrees
+        if self.degree is None:
+            degrees, errs = choose_degrees(prog, K0, d, self.kernel, tol, int(self.max_degree))
+        else:
+            degrees = list(self.degree) if np.ndim(self.degree) else [self.degree] * len(acts)
+            if len(degrees) != len(acts) or not all(isinstance(L, numbers.Integral) and L >= 1 for L in degrees):
+                raise ParameterError(f"degree must be a positive integer or one per activation layer "
+                                     f"({len(acts)}), got {self.degree!r}")
+            degrees = [int(L) for L in degrees]
+            errs = None
+        self.degrees_ = degrees
+        self.degree_errors_ = errs
+
+        # draw the sketches, following the feature dimensions through the network
+        sparse = scipy.sparse.issparse(X)
+        stages = []
+        if sparse:
+            stages.append({"kind": "input", "cs": CountSketch(d, mp, gen)})
+            dpsi = mp
+        else:
+            stages.append({"kind": "input", "cs": None})
+            dpsi = d
+        dphi = None
+        last_act = max(i for i, op in enumerate(prog) if op[0] == "act") if acts else -1
+        k_out = (m + 1) // 2
+        a = 0
+        for i, op in enumerate(prog):
+            if op[0] == "dense":
+                _, w2, b2, std = op
+                dpsi_old = dpsi
+                dpsi = dpsi + (1 if b2 > 0 else 0)
+                if std is None:
+                    dphi = dpsi if dphi is None else dphi + dpsi
+                else:
+                    dphi = dpsi_old + (dphi or 0) + (1 if b2 > 0 else 0)
+                stages.append({"kind": "dense", "op": op})
+                continue
+            act = op[1]
+            L = degrees[a]
+            out = k_out if i == last_act and i == len(prog) - 1 else mp
+            deriv = self.kernel == "ntk" and act.dual.ntk_convention != "zero-a.e."
+            # reserve collision-free buckets for the exact terms (constant and u) when they
+            # are few; the PolySketch blocks fill the others
+            ms = out - (dpsi + 1) if 2 * (dpsi + 1) <= out else out
+            st = {"kind": "act", "index": a, "degree": L, "out": out,
+                  "poly": PolySketch(dpsi, L, ms, gen) if L >= 2 else None,
+                  "plan": _weight_plan(gen, dpsi, L, out, ms),
+                  "deriv": deriv,
+                  "tensor": TensorSRHT(dphi, out, out, gen) if (deriv and dphi is not None) else None}
+            stages.append(st)
+            dpsi = out
+            dphi = out if st["tensor"] is not None else None
+            a += 1
+        final_dim = dphi if self.kernel == "ntk" else dpsi
+        direct = prog[-1][0] == "act" and (final_dim == k_out)
+        stages.append({"kind": "output", "cs": None if direct or final_dim is None else CountSketch(final_dim, k_out, gen),
+                       "k": k_out})
+        self.plan_ = stages
+        self._tables_ = None
+        return self
+
+    # -- transform ------------------------------------------------------------------------------
+    def transform(self, X):
+        """Features (n, n_components) of X (dense or scipy.sparse), float32 for float32 input."""
+        check_is_fitted(self, "plan_")
+        X = self._validate(X, reset=False)
+        out_dtype = np.float32 if X.dtype == np.float32 else np.float64
+        if self.method_ == "homogeneous":
+            return self.plan_.transform(X, out_dtype, self._chunk(X), self.normalize, self._resolve_backend(),
+                                        self._complex_dtype(out_dtype))
+        return self._transform_layerwise(X, out_dtype)
+
+    def _complex_dtype(self, out_dtype):
+        if self.precision == "double" and out_dtype == np.float64:
+            return np.dtype(np.complex128)
+        return np.dtype(np.complex64)
+
+    def _chunk(self, X) -> int:
+        if self.chunk_size is not None:
+            return int(self.chunk_size)
+        m = int(self.n_components)
+        L = max(getattr(self, "degrees_", [8]) or [8])
+        d = X.shape[1] if not scipy.sparse.issparse(X) else 0
+        per_row = 16 * (m * (2 * L + 10) + 4 * d)
+        return int(np.clip(256 * 2**20 // per_row, 8, 8192))
+
+    def _coefficients(self, prog, X):
+        """Exact per-point variances and coefficient tables of every activation layer."""
+        d = X.shape[1]
+        if scipy.sparse.issparse(X):
+            q0 = np.asarray(X.multiply(X).sum(axis=1)).ravel() / d
+        else:
+            X64 = X.astype(np.float64, copy=False)
+            q0 = np.einsum("ij,ij->i", X64, X64) / d
+        acts = [op[1] for op in prog if op[0] == "act"]
+        tables = [CoefficientTable(act, L) for act, L in zip(acts, self.degrees_)]
+        Rs = []
+
+        def moment(a):
+            def f(q):
+                R, M = tables[a](q)
+                Rs.append(R)
+                return M
+            return f
+
+        diag = diagonal_recursion(prog, q0, d, [moment(a) for a in range(len(acts))])
+        return q0, diag["pre"], Rs
+
+    def _transform_layerwise(self, X, out_dtype):
+        prog = fc_program(self.net)
+        n, d = X.shape
+        backend = self._resolve_backend()
+        cdt = self._complex_dtype(out_dtype)
+        rdt = np.float32 if cdt == np.complex64 else np.float64
+        _, pre, Rs = self._coefficients(prog, X)
+        inv_sq = []
+        for q in pre:
+            with np.errstate(divide="ignore"):
+                inv_sq.append(np.where(q > 0, 1.0 / np.sqrt(np.where(q > 0, q, 1.0)), 0.0))
+        m = int(self.n_components)
+        Z = np.empty((n, m), dtype=out_dtype)
+        step = self._chunk(X)
+        xp = np
+        if backend == "cuda":  # pragma: no cover - GPU
+            import cupy as xp
+        for s0 in range(0, n, step):
+            rows = slice(s0, min(n, s0 + step))
+            F = self._chunk_layerwise(X[rows], prog, d, [R[rows] for R in Rs], [v[rows] for v in inv_sq],
+                                      cdt, rdt, backend, xp)
+            Z[rows] = F.get() if xp is not np else F
+        return Z
+
+    def _chunk_layerwise(self, Xc, prog, d, Rs, inv_sq, cdt, rdt, backend, xp):
+        stages = self.plan_
+        normalize = self.normalize
+        nc = Xc.shape[0]
+        inp = stages[0]
+        if inp["cs"] is not None:  # sparse input: O(nnz) CountSketch
+            psi = inp["cs"](Xc, cdt) / np.sqrt(d)
+        else:
+            psi = np.asarray(Xc, dtype=rdt) / rdt(np.sqrt(d))
+        if xp is not np:  # pragma: no cover - GPU
+            psi = xp.asarray(psi)
+        psi = psi.astype(cdt)
+        psi_norm = _row_norms(psi)  # exact norms of the unsketched features (tracked for normalize)
+        phi, phi_norm = None, None
+        for st in stages[1:-1]:
+            if st["kind"] == "dense":
+                _, w2, b2, std = st["op"]
+                W = np.sqrt(w2)
+                psi_old, psi_old_norm = psi, psi_norm
+                psi = psi * cdt.type(W)
+                psi_norm = W * psi_norm
+                if b2 > 0:
+                    psi = _hstack([psi, _const_col(nc, np.sqrt(b2), cdt, psi)])
+                    psi_norm = xp.sqrt(psi_norm**2 + b2)
+                if std is None:
+                    if phi is None:
+                        phi, phi_norm = psi.copy(), psi_norm.copy()
+                    else:
+                        phi = _hstack([phi * cdt.type(W), psi])
+                        phi_norm = xp.sqrt(w2 * phi_norm**2 + psi_norm**2)
+                else:
+                    width = d if std == "d" else std
+                    parts = [psi_old * cdt.type(np.sqrt(width))]
+                    nrm2 = width * psi_old_norm**2
+                    if phi is not None:
+                        parts.append(phi * cdt.type(W))
+                        nrm2 = nrm2 + w2 * phi_norm**2
+                    if b2 > 0:
+                        parts.append(_const_col(nc, 1.0, cdt, psi))
+                        nrm2 = nrm2 + 1.0
+                    phi, phi_norm = _hstack(parts), xp.sqrt(nrm2)
+                continue
+            # activation layer
+            a, L = st["index"], st["degree"]
+            R = xp.asarray(Rs[a])
+            s = xp.asarray(inv_sq[a])
+            nrm = _row_norms(psi)
+            u = psi * xp.where(nrm > 0, 1.0 / xp.where(nrm > 0, nrm, 1.0), 0.0)[:, None].astype(rdt)
+            blocks = []
+            if st["poly"] is not None:
+                blocks = st["poly"].transform(u, cdt)[1:]
+                if normalize:
+                    blocks = [_rescale(B, xp.ones(nc)) for B in blocks]
+            has_unit = (nrm > 0).astype(rdt)
+            psi, delta = self._weight(u, blocks, R, s, st["plan"], st["deriv"], backend)
+            # norms of the unsketched layer outputs (U_l of a unit vector have norm 1)
+            psi_norm = xp.sqrt(R[:, 0] ** 2 + (R[:, 1:] ** 2).sum(axis=1) * has_unit)
+            if normalize:
+                psi = _rescale(psi, psi_norm)
+            if st["tensor"] is not None:
+                ell = xp.arange(1, L + 1, dtype=rdt)
+                dnorm = xp.sqrt((ell * R[:, 1:] ** 2 * has_unit[:, None]).sum(axis=1) + R[:, 1] ** 2 * (1 - has_unit)) * s
+                phi = st["tensor"](phi, delta, cdt)
+                phi_norm = phi_norm * dnorm
+                if normalize:
+                    phi = _rescale(phi, phi_norm)
+            else:
+                phi, phi_norm = None, None
+        out = stages[-1]
+        F, Fn = (phi, phi_norm) if self.kernel == "ntk" else (psi, psi_norm)
+        m = int(self.n_components)
+        if F is None:  # the NTK is identically zero (σ' = 0 a.e.)
+            return xp.zeros((nc, m), dtype=rdt)
+        if out["cs"] is not None:
+            F = out["cs"](F, cdt)
+            if normalize:
+                F = _rescale(F, Fn)
+        return to_real(F, m, dtype=rdt)
+
+    @staticmethod
+    def _weight(u, blocks, R, s, plan, deriv, backend):
+        if backend == "cuda":  # pragma: no cover - GPU
+            from codegen.sketch_cuda import run_weighting_cuda
+
+            return run_weighting_cuda(u, blocks, R, s, plan, derivative=deriv)
+        from codegen.sketch_numba import run_weighting
+
+        return run_weighting(u, blocks, R, s, plan, derivative=deriv,
+                             backend="numpy" if backend == "numpy" else "numba")
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags

@@ -1,0 +1,215 @@
+r"""Linear and tensor sketches on rows of a matrix: SRHT, TensorSRHT, CountSketch (MATH.md §4).
+
+All sketches act on the rows of an ``(n, D)`` array (real or complex) and return
+complex rows whose *Hermitian* inner product estimates the input one without bias:
+
+* :class:`SRHT`        ``S(x) = (1/√m)·(F Φ x)[P]``
+* :class:`TensorSRHT`  ``T(x1, x2) = (1/√m)·(F Φ1 x1)[P1] ⊙ (F Φ2 x2)[P2]``
+* :class:`CountSketch` ``C(x)_j = Σ_{h(i)=j} Φ_i x_i`` (works on scipy.sparse rows in O(nnz))
+
+F is the unnormalised DFT of a length N ≥ max(D, m) (zero padding; any N works
+because |F_pj| = 1), Φ = diag(e^{iθ_j}) holds independent uniform random phases
+(unit-modulus "signs"), P is m distinct frequencies.  For every frequency p,
+``E_Φ[(FΦx)_p · conj((FΦy)_p)] = Σ_j x_j conj(y_j)``, so each output coordinate is
+unbiased on its own and ``E⟨S x, S y⟩ = ⟨x, y⟩`` exactly (likewise
+``E⟨T(x1,x2), T(y1,y2)⟩ = ⟨x1,y1⟩⟨x2,y2⟩``).
+
+Real outputs.  Uniform phases make every output coordinate *circular*:
+``E[z_p(x) z_p(y)] = Σ_j F_pj² E[e^{2iθ_j}] x_j y_j = 0``.  Hence
+``E[Re z_p(x) Re z_p(y)] = E[Im z_p(x) Im z_p(y)] = ½ Re⟨x, y⟩``: the real and the
+imaginary part of a coordinate are each unbiased for half of it, and
+:func:`to_real` turns k complex coordinates into any m ≤ 2k real features
+(scaled by √(2k/m)) whose ordinary inner product estimates Re⟨x, y⟩ without bias.
+(With ±1 signs instead of phases this fails at p = 0, where Re·Re is biased.)
+
+FFTs run through :mod:`scipy.fft` (or ``cupy.fft`` for CuPy arrays), vectorised over
+rows; callers chunk the rows to bound memory.
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.fft
+import scipy.sparse
+
+__all__ = ["SRHT", "TensorSRHT", "CountSketch", "to_real", "fft_length", "random_phases",
+           "complex_dtype", "array_module", "fft_rows"]
+
+
+def complex_dtype(dtype) -> np.dtype:
+    """complex64 for float32/complex64 data, complex128 otherwise."""
+    dt = np.dtype(dtype)
+    return np.dtype(np.complex64) if dt in (np.float32, np.complex64) else np.dtype(np.complex128)
+
+
+def fft_length(*dims: int) -> int:
+    """Smallest fast FFT length ≥ every dimension given."""
+    return scipy.fft.next_fast_len(int(max(dims)))
+
+
+def random_phases(rng: np.random.Generator, size) -> np.ndarray:
+    """Independent uniform unit-modulus complex numbers e^{iθ}, θ ~ U[0, 2π)."""
+    return np.exp(2j * np.pi * rng.random(size))
+
+
+def array_module(a):
+    """numpy, or cupy for a CuPy array."""
+    mod = type(a).__module__
+    if mod.startswith("cupy"):
+        import cupy
+
+        return cupy
+    return np
+
+
+def fft_rows(a, n: int):
+    """Complex FFT of length n along the last axis (zero padded), scipy.fft or cupy.fft."""
+    xp = array_module(a)
+    if xp is np:
+        return scipy.fft.fft(a, n=n, axis=-1, workers=-1, overwrite_x=True)
+    return xp.fft.fft(a, n=n, axis=-1)
+
+
+def spectrum_rows(X, phases: np.ndarray, n_fft: int, index: np.ndarray, dtype):
+    """(F Φ x)[P] for the rows of X: phases applied while zero padding into one buffer, one
+    in-place FFT, one gather.  (scipy.fft would otherwise copy once more to pad.)"""
+    xp = array_module(X)
+    D = X.shape[1]
+    ph = _as_device(_phases_for(phases, D).astype(dtype), X)
+    if xp is not np:  # pragma: no cover - GPU
+        return xp.fft.fft(X * ph, n=n_fft, axis=-1)[:, xp.asarray(index)]
+    buf = np.zeros((X.shape[0], n_fft), dtype=dtype) if D < n_fft else np.empty((X.shape[0], n_fft), dtype=dtype)
+    np.multiply(X, ph, out=buf[:, :D])
+    buf = scipy.fft.fft(buf, axis=-1, workers=-1, overwrite_x=True)
+    return np.take(buf, index, axis=1)
+
+
+def _phases_for(phases: np.ndarray, cols: int) -> np.ndarray:
+    """The first ``cols`` phases: a sketch drawn for dimension D also takes shorter rows
+    (zero padded to D), which is how one node accepts a leaf or a node as input."""
+    if cols > phases.shape[0]:
+        raise ValueError(f"rows of dimension {cols} given to a sketch drawn for {phases.shape[0]}")
+    return phases if cols == phases.shape[0] else phases[:cols]
+
+
+def _as_device(arr, like):
+    xp = array_module(like)
+    return arr if xp is np else xp.asarray(arr)
+
+
+class SRHT:
+    """Subsampled randomised (Fourier) transform R^D or C^D → C^m.
+
+    ``S(x) = (1/√m)·(F Φ x)[P]`` with N = fft_length(D, m), P = m distinct frequencies.
+    E⟨Sx, Sy⟩ = ⟨x, y⟩ (Hermitian), and every output coordinate is circular.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, rng: np.random.Generator):
+        if in_dim < 1 or out_dim < 1:
+            raise ValueError(f"SRHT dimensions must be positive, got {in_dim} → {out_dim}")
+        self.in_dim, self.out_dim = int(in_dim), int(out_dim)
+        self.n_fft = fft_length(in_dim, out_dim)
+        self.phases = random_phases(rng, self.in_dim)
+        self.index = np.sort(rng.choice(self.n_fft, self.out_dim, replace=False))
+        self.scale = 1.0 / np.sqrt(self.out_dim)
+
+    def spectrum(self, X, dtype=np.complex128):
+        """The sampled, scaled spectrum (n, m) of the rows of X (n, D)."""
+        dtype = np.dtype(dtype)
+        Y = spectrum_rows(X, self.phases, self.n_fft, self.index, dtype)
+        Y *= dtype.type(self.scale)
+        return Y
+
+    def __call__(self, X, dtype=None):
+        dtype = complex_dtype(X.dtype if dtype is None else dtype)
+        return self.spectrum(X, dtype)
+
+
+class TensorSRHT:
+    """Sketch of the tensor product x1 ⊗ x2 without forming it: C^{D1} × C^{D2} → C^m.
+
+    ``T(x1, x2) = (1/√m)·(F Φ1 x1)[P1] ⊙ (F Φ2 x2)[P2]``; cost O(D log D + m) per row.
+    E⟨T(x1,x2), T(y1,y2)⟩ = ⟨x1,y1⟩⟨x2,y2⟩ when Φ1, Φ2 are independent.
+    """
+
+    def __init__(self, in_dim1: int, in_dim2: int, out_dim: int, rng: np.random.Generator):
+        if min(in_dim1, in_dim2, out_dim) < 1:
+            raise ValueError("TensorSRHT dimensions must be positive")
+        self.in_dim1, self.in_dim2, self.out_dim = int(in_dim1), int(in_dim2), int(out_dim)
+        self.n_fft1 = fft_length(in_dim1, out_dim)
+        self.n_fft2 = fft_length(in_dim2, out_dim)
+        self.phases1 = random_phases(rng, self.in_dim1)
+        self.phases2 = random_phases(rng, self.in_dim2)
+        self.index1 = rng.choice(self.n_fft1, self.out_dim, replace=False)
+        self.index2 = rng.choice(self.n_fft2, self.out_dim, replace=False)
+        self.scale = 1.0 / np.sqrt(self.out_dim)
+
+    def left(self, X1, dtype):
+        """(F Φ1 x1)[P1] (unscaled) — cacheable when the same left input meets several right ones."""
+        return spectrum_rows(X1, self.phases1, self.n_fft1, self.index1, np.dtype(dtype))
+
+    def right(self, X2, dtype):
+        return spectrum_rows(X2, self.phases2, self.n_fft2, self.index2, np.dtype(dtype))
+
+    def combine(self, A, B):
+        """A ⊙ B / √m, written into B (a fresh right spectrum; A may be a cached left one)."""
+        B *= A
+        B *= B.dtype.type(self.scale)
+        return B
+
+    def __call__(self, X1, X2, dtype=None):
+        dtype = complex_dtype(np.result_type(X1.dtype, X2.dtype) if dtype is None else dtype)
+        return self.combine(self.left(X1, dtype), self.right(X2, dtype))
+
+
+class CountSketch:
+    """C(x)_j = Σ_{i: h(i)=j} Φ_i x_i with a balanced random hash h and uniform phases Φ.
+
+    E⟨Cx, Cy⟩ = ⟨x, y⟩.  Dense rows cost O(D), scipy.sparse rows O(nnz): the sparse
+    product ``X @ C`` with C a sparse (D, m) matrix never densifies X.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, rng: np.random.Generator):
+        self.in_dim, self.out_dim = int(in_dim), int(out_dim)
+        # balanced hash: distinct buckets when D ≤ m, else ⌊D/m⌋ or ⌈D/m⌉ per bucket (still
+        # E⟨Cx, Cy⟩ = ⟨x, y⟩ through the phases; fewer collisions than a uniform hash)
+        reps = -(-self.in_dim // self.out_dim)
+        self.hash = rng.permutation(reps * self.out_dim)[: self.in_dim] % self.out_dim
+        self.phases = random_phases(rng, self.in_dim)
+
+    def matrix(self, dtype=np.complex128) -> scipy.sparse.csr_matrix:
+        return scipy.sparse.csr_matrix((self.phases.astype(dtype), (np.arange(self.in_dim), self.hash)),
+                                       shape=(self.in_dim, self.out_dim))
+
+    def __call__(self, X, dtype=None):
+        dtype = complex_dtype(X.dtype if dtype is None else dtype)
+        xp = array_module(X)
+        if xp is not np:  # pragma: no cover - GPU
+            import cupyx.scipy.sparse as cps
+
+            CT = cps.csr_matrix(self.matrix(dtype).T.tocsr())
+            return (CT @ X.astype(dtype).T).T
+        CT = self.matrix(dtype).T.tocsr()  # (m, D): rows are buckets
+        if scipy.sparse.issparse(X):
+            return np.asarray((X.tocsr().astype(dtype) @ CT.T).toarray())
+        return np.ascontiguousarray((CT @ np.asarray(X, dtype=dtype).T).T)
+
+
+def to_real(Z, n_real: int, dtype=np.float64):
+    """Real features (n, n_real) from circular complex features Z (n, k), 2k ≥ n_real.
+
+    Output ``√(2k/n_real)·[Re Z, Im Z][:, :n_real]``: its inner product is an unbiased
+    estimate of Re⟨z(x), z(y)⟩ because each real or imaginary part carries half of it
+    (see the module docstring).  For n_real = 2k it is exactly Re⟨z(x), z(y)⟩.
+    """
+    xp = array_module(Z)
+    k = Z.shape[1]
+    if 2 * k < n_real:
+        raise ValueError(f"{k} complex features cannot make {n_real} real ones")
+    out = xp.empty((Z.shape[0], n_real), dtype=dtype)
+    nre = min(k, n_real)
+    out[:, :nre] = Z[:, :nre].real
+    if n_real > k:
+        out[:, k:] = Z[:, : n_real - k].imag
+    if n_real != 2 * k:
+        out *= np.sqrt(2.0 * k / n_real)
+    return out
