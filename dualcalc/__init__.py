@@ -18,3 +18,8 @@ __all__ = [
     "DualcalcError", "FormulaError", "UnknownActivationError", "ParameterError", "CatalogError",
     "DivergentError", "InputError", "BackendError", "__version__",
 ]
+
+# sketches (issue 5): NNGP/NTK random features in time linear in n, ridge on them
+from .sketch import KernelSketch, SketchRidge  # noqa: E402
+
+__all__ += ["KernelSketch", "SketchRidge"]
