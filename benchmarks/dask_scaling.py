@@ -48,6 +48,18 @@ def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kilobytes
 
 
+def _cpu() -> float:
+    """CPU seconds (user + system, all threads) of this process so far."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _warm_up(sketch_bytes: bytes, d: int) -> None:
+    """Imports, dual derivation and Numba compilation once per process, outside the timings."""
+    sketch = pickle.loads(sketch_bytes)
+    sketch.transform(np.random.default_rng(0).standard_normal((64, d)))
+
+
 def make_data(n: int, d: int, chunk: int, seed: int = 0):
     """Lazy X (n, d) ~ N(0, 1) and y = sin(2u) + u²/2 + 0.1·noise, u = ⟨x, w⟩/√d, in row blocks."""
     import dask.array as da
@@ -83,15 +95,17 @@ def single_process(args, sketch_bytes: bytes, queue) -> None:
     X, y = Xd.compute(scheduler="sync"), yd.compute(scheduler="sync")
     t_data = time.perf_counter() - t
     rss_data = _rss()
+    _warm_up(sketch_bytes, args.d)
     model = SketchedRidge(sketch, alpha=args.alpha)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), _cpu()
     model.fit(X, y)
-    t_fit = time.perf_counter() - t
-    t = time.perf_counter()
+    t_fit, c_fit = time.perf_counter() - t, _cpu() - c
+    t, c = time.perf_counter(), _cpu()
     pred = model.predict(X)
-    t_pred = time.perf_counter() - t
+    t_pred, c_pred = time.perf_counter() - t, _cpu() - c
     r2 = 1.0 - np.sum((y - pred) ** 2) / np.sum((y - y.mean()) ** 2)
-    queue.put({"data_s": t_data, "fit_s": t_fit, "predict_s": t_pred, "r2": float(r2),
+    queue.put({"data_s": t_data, "fit_s": t_fit, "predict_s": t_pred, "fit_cpu_s": c_fit, "predict_cpu_s": c_pred,
+               "r2": float(r2),
                "rss_after_data": rss_data, "peak_rss": _peak_rss(), "coef": model.coef_,
                "intercept": model.intercept_, "pred_head": pred[:1000]})
 
@@ -119,17 +133,23 @@ def cluster_run(args, sketch) -> dict:
         wait([X, y])
         t_data = time.perf_counter() - t
         rss_data = client.run(_rss)
+        client.run(_warm_up, pickle.dumps(sketch), args.d)
         model = SketchedRidge(sketch, alpha=args.alpha)
-        t = time.perf_counter()
+
+        def cpu_all() -> float:  # workers and this client (the solve runs here)
+            return sum(client.run(_cpu).values()) + _cpu()
+
+        t, c = time.perf_counter(), cpu_all()
         model.fit(X, y)
-        t_fit = time.perf_counter() - t
-        t = time.perf_counter()
+        t_fit, c_fit = time.perf_counter() - t, cpu_all() - c
+        t, c = time.perf_counter(), cpu_all()
         pred = model.predict(X)
         pred_np, y_np = dask.compute(pred, y)
-        t_pred = time.perf_counter() - t
+        t_pred, c_pred = time.perf_counter() - t, cpu_all() - c
         r2 = 1.0 - np.sum((y_np - pred_np) ** 2) / np.sum((y_np - y_np.mean()) ** 2)
         peaks = client.run(_peak_rss)
-        return {"workers": n_workers, "data_s": t_data, "fit_s": t_fit, "predict_s": t_pred, "r2": float(r2),
+        return {"workers": n_workers, "data_s": t_data, "fit_s": t_fit, "predict_s": t_pred, "fit_cpu_s": c_fit,
+                "predict_cpu_s": c_pred, "r2": float(r2),
                 "rss_after_data": rss_data, "peak_rss": peaks, "coef": model.coef_,
                 "intercept": model.intercept_, "pred_head": pred_np[:1000], "client_peak_rss": _peak_rss()}
     finally:
@@ -191,13 +211,16 @@ def main(argv=None) -> int:
         "cluster": {k: v for k, v in dist.items() if k not in ("coef", "pred_head", "intercept")},
         "agreement": agree,
     }
-    rows = ["| set-up | fit (s) | predict (s) | peak memory per process (GB) | resident after data (GB) | R² |",
-            "|---|---:|---:|---|---|---:|"]
+    rows = ["| set-up | fit: wall (s) | fit: CPU (s) | predict: wall (s) | predict: CPU (s) "
+            "| peak memory per process (GB) | resident after data (GB) | R² |",
+            "|---|---:|---:|---:|---:|---|---|---:|"]
     if single is not None:
-        rows.append(f"| one process (all threads) | {single['fit_s']:.1f} | {single['predict_s']:.1f} | "
+        rows.append(f"| one process (all threads) | {single['fit_s']:.0f} | {single['fit_cpu_s']:.0f} | "
+                    f"{single['predict_s']:.0f} | {single['predict_cpu_s']:.0f} | "
                     f"{_gb(single['peak_rss'])} | {_gb(single['rss_after_data'])} | {single['r2']:.4f} |")
-    rows.append(f"| LocalCluster, {dist['workers']} workers × 1 thread | {dist['fit_s']:.1f} | "
-                f"{dist['predict_s']:.1f} | {' / '.join(_gb(v) for v in dist['peak_rss'].values())} | "
+    rows.append(f"| LocalCluster, {dist['workers']} workers × 1 thread | {dist['fit_s']:.0f} | {dist['fit_cpu_s']:.0f} | "
+                f"{dist['predict_s']:.0f} | {dist['predict_cpu_s']:.0f} | "
+                f"{' / '.join(_gb(v) for v in dist['peak_rss'].values())} | "
                 f"{' / '.join(_gb(v) for v in dist['rss_after_data'].values())} | {dist['r2']:.4f} |")
     c = record["config"]
     md = [f"Sketched ridge, n = {c['n']:,}, d = {c['d']}, m = {c['m']}, {c['kernel'].upper()} of "
@@ -207,6 +230,9 @@ def main(argv=None) -> int:
     if agree is not None:
         md += ["", f"Cluster vs one process: coefficients agree to {agree['coef_max_rel_diff']:.1e} (relative), "
                    f"predictions to {agree['pred_max_abs_diff']:.1e}."]
+    load = os.getloadavg()
+    md += ["", f"Load average during the run (other jobs included): {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}; "
+               "CPU seconds are the sum over the process's threads (cluster: all workers and the client)."]
     text = "\n".join(md) + "\n"
     print("\n" + text)
     out = Path(args.out)
