@@ -336,6 +336,10 @@ class KernelSketch(TransformerMixin, BaseEstimator):
     # -- transform ------------------------------------------------------------------------------
     def transform(self, X):
         """Features (n, n_components) of X (dense or scipy.sparse), float32 for float32 input."""
+        if hasattr(X, "__dask_graph__"):  # Dask: this fitted sketch on every block, lazily (docs/dask.md)
+            from ..distributed import sketch_transform
+
+            return sketch_transform(self, X)
         check_is_fitted(self, "plan_")
         X = self._validate(X, reset=False)
         out_dtype = np.float32 if X.dtype == np.float32 else np.float64
