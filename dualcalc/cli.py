@@ -378,6 +378,10 @@ def _kernel(args) -> int:
         print("dualcalc: note: generated backends not available; using the numpy backend", file=sys.stderr)
         backend = "numpy"
         k = net.kernel(X, Y, get=get, backend=backend, dtype=np.dtype(args.dtype))
+    if backend == "auto":
+        from .backends import resolve_backend
+
+        backend = resolve_backend("auto")  # record what ran
     arrays = {name: getattr(k, name) for name in ("nngp", "ntk") if getattr(k, name) is not None}
     buf = io.BytesIO()
     np.savez(buf, **arrays, spec=np.array(args.net), backend=np.array(backend))
