@@ -1,7 +1,7 @@
 """Kernels, sketches and sketched ridge regression on Dask (dualcalc.distributed, docs/dask.md).
 
 One LocalCluster (2 worker processes, 1 thread each, loopback) serves the module; the
-worker-kill test runs last and waits for the nanny to bring the worker back.
+worker-kill test runs last.  Without dask and distributed installed the module is skipped.
 """
 from __future__ import annotations
 
@@ -318,5 +318,6 @@ def test_worker_killed_mid_computation(client):
     result = fut.result(timeout=120)
     _close(result, ref.ntk)
     np.testing.assert_array_equal(result, result.T)
-    client.wait_for_workers(2, timeout=60)  # the nanny restarted the killed worker
+    # The scheduler noticed the loss (the nanny restarts the process under a new address;
+    # the test does not wait for it: this is the module's last use of the cluster).
     assert victim not in set(client.scheduler_info()["workers"])
