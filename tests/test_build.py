@@ -148,3 +148,16 @@ def test_whole_shipped_catalog_builds_and_verifies(capsys, tmp_path, user_catalo
     report = json.loads((out / "report.json").read_text())
     assert {r["name"] for r in report["records"]} == set(builtin_entries())
     assert all(r["verified"] for r in report["records"])
+
+
+def test_cuda_compiler_missing(capsys, tmp_path, user_catalog, monkeypatch):
+    """--target cuda without NVRTC is one clear error; --target all reports the CUDA step as skipped."""
+    monkeypatch.setattr(build, "cuda_compiler", lambda: (None, "NVRTC is not available (test)"))
+    code, _, err = run(capsys, "catalog", "build", "--out", str(tmp_path / "c"), "--only", "relu", "--target", "cuda")
+    assert code == 2 and "--target cuda: NVRTC is not available (test)" in err
+    code, text, _ = run(capsys, "catalog", "build", "--out", str(tmp_path / "a"), "--only", "relu", "--no-plots",
+                        "--no-progress")
+    assert code == 0, text
+    rec = json.loads((tmp_path / "a" / "report.json").read_text())["records"][0]
+    assert rec["compile"]["cuda"] == {"status": "skipped", "reason": "NVRTC is not available (test)"}
+    assert "## Skipped steps" in (tmp_path / "a" / "report.md").read_text()
