@@ -298,10 +298,10 @@ def _kernel_task_counts(dask_scheduler=None):
 
 def test_worker_killed_mid_computation(client):
     rng = np.random.default_rng(11)
-    X = rng.standard_normal((2000, 10))
+    X = rng.standard_normal((1600, 10))
     net = _net("relu", depth=3)
     ref = net.kernel(X, backend="numpy")
-    k = net.kernel(da.from_array(X, chunks=(400, 10)), backend="numpy")
+    k = net.kernel(da.from_array(X, chunks=(400, 10)), backend="numpy")  # 10 tiles, 6 transposes
     pids = client.run(os.getpid)  # worker address → process id (the cluster is this module's own)
     fut = client.compute(k.ntk)
     victim = None
