@@ -233,6 +233,11 @@ def dask_kernel(net, X, Y=None, *, get: Sequence[str] | str = ("nngp", "ntk"), b
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise InputError(f"dtype must be float32 or float64, got {dtype}")
+    if "out" in options:
+        raise ParameterError("out= is not available with Dask input: the result is lazy; write it with "
+                             "dask.array.store(k.ntk, target) or k.ntk.to_zarr(path)")
+    if backend != "numpy" and not any(getattr(l, "is_layer", False) is True for l in getattr(net, "layers", ())):
+        options = {"progress": False, **options}  # no progress bars from inside tasks, unless asked
     ref = X if is_dask_array(X) else Y
     rows = ref.chunks[0][0] if is_dask_array(ref) and ref.chunks[0] and ref.chunks[0][0] == ref.chunks[0][0] \
         else "auto"

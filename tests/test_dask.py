@@ -144,6 +144,8 @@ def test_kernel_errors():
         net.kernel(da.ones((4, 2), dtype=bool, chunks=2))
     with pytest.raises(ParameterError, match="get"):
         net.kernel(Xd, get="both")
+    with pytest.raises(ParameterError, match="out="):
+        net.kernel(Xd, backend="numba", out=(None, None))
     X = np.ones((10, 3))
     X[7, 1] = np.nan
     k = net.kernel(da.from_array(X, chunks=(5, 3)), backend="numpy")  # lazy: nothing checked yet
