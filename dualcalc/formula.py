@@ -39,6 +39,14 @@ def _hermite_he(n: sp.Expr, t: sp.Expr) -> sp.Expr:
     return sp.hermite_prob(int(n), t)
 
 
+def _factorial(n: sp.Expr) -> sp.Expr:
+    if not (n.is_Integer and n >= 0):
+        raise FormulaError(f"factorial(n) needs a non-negative integer constant n, got {n}")
+    if int(n) > 200:
+        raise FormulaError(f"factorial(n): n = {n} is too large (at most 200)")
+    return sp.factorial(int(n))
+
+
 def _where(cond, a, b):
     if not isinstance(cond, sp.logic.boolalg.Boolean) or cond in (sp.true, sp.false):
         if cond is sp.true:
@@ -87,6 +95,7 @@ FUNCTIONS: dict[str, tuple[int, Callable]] = {
     "atan2": (2, sp.atan2),
     "where": (3, _where),
     "He": (2, _hermite_he),
+    "factorial": _one(_factorial),
 }
 
 CONSTANTS: dict[str, sp.Expr] = {"pi": sp.pi, "e": sp.E, "E": sp.E}
@@ -322,7 +331,8 @@ def parse_formula(
         expr = builder.build(tree)
     except RecursionError:
         raise FormulaError(f"formula {text!r} is nested too deeply") from None
-    if isinstance(expr, sp.logic.boolalg.Boolean):
+    # (a Symbol such as x is also a sympy Boolean: only non-Expr Booleans are conditions)
+    if isinstance(expr, sp.logic.boolalg.Boolean) and not isinstance(expr, sp.Expr):
         raise FormulaError(f"formula {text!r} is a condition, not a number")
     if require_all_params:
         unused = set(values) - builder.used_params
