@@ -5,8 +5,8 @@ maps them to m features Z, and solves ridge regression in the feature space:
 
     w_λ = (Zᵀ Z + λ I)⁻¹ Zᵀ y        (with an unpenalised intercept: Z and y centred)
 
-One eigendecomposition of the m×m Gram matrix Zᵀ Z (O(n·m²) to form, O(m³) to factor) gives
-w_λ for every λ of the grid at O(m²) each, so the ridge is chosen on *validation* data —
+One eigendecomposition of the m×m Gram matrix Zᵀ Z (O(n·m²) to form, O(m³) to factor; or of
+the n×n matrix Z Zᵀ when n < m) gives w_λ for every λ of the grid at O(m²) each, so the ridge is chosen on *validation* data —
 a held-out part of the training set (``validation_fraction``, stratified for classification)
 or an explicit ``(X_val, y_val)`` — never on the test data.  The model is then refitted on all
 of the training data (train + validation) with the chosen λ (``refit=True``).  The n×n kernel
@@ -44,16 +44,34 @@ __all__ = ["SketchRidge", "ridge_path", "validated_kernel_ridge"]
 DEFAULT_ALPHAS = tuple(np.logspace(-7, 1, 17))
 
 
-def _gram_eigh(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    G = Z.T @ Z
-    s, V = np.linalg.eigh(G)
-    return np.maximum(s, 0.0), V
+class _RidgePath:
+    """Ridge solutions w_λ = (Zᵀ Z + λ I)⁻¹ Zᵀ Y for many λ from one eigendecomposition.
+
+    Primal (m×m Gram Zᵀ Z, O(n·m² + m³)) when m ≤ n, dual (n×n Gram Z Zᵀ, O(n²·m + n³), with
+    w = Zᵀ (Z Zᵀ + λ I)⁻¹ Y) when n < m — the same solutions, whichever factorisation is smaller.
+    """
+
+    def __init__(self, Z: np.ndarray, Y: np.ndarray):
+        n, m = Z.shape
+        self.primal = m <= n
+        if self.primal:
+            s, V = np.linalg.eigh(Z.T @ Z)
+            self.B = V.T @ (Z.T @ Y)
+        else:
+            s, V = np.linalg.eigh(Z @ Z.T)
+            self.B = V.T @ Y
+            self.Z = Z
+        self.s, self.V = np.maximum(s, 0.0), V
+
+    def weights(self, lam: float) -> np.ndarray:
+        a = self.V @ (self.B / (self.s + lam)[:, None])
+        return a if self.primal else self.Z.T @ a
 
 
-def ridge_path(s, V, ZtY, lambdas):
-    """Weights w_λ = V diag(1/(s+λ)) Vᵀ Zᵀ Y for every λ: array (len(λ), m, k)."""
-    B = V.T @ ZtY
-    return np.stack([V @ (B / (s + lam)[:, None]) for lam in lambdas])
+def ridge_path(Z, Y, lambdas):
+    """Weights for every λ: array (len(λ), m, k)."""
+    p = _RidgePath(Z, Y)
+    return np.stack([p.weights(lam) for lam in lambdas])
 
 
 def _targets(y, task):
@@ -127,8 +145,9 @@ class SketchRidge(BaseEstimator):
         task = self._task(y)
         self.task_ = task
         rs = check_random_state(self.random_state)
-        self.sketch_ = KernelSketch(self.net, self.n_components, kernel=self.kernel, degree=self.degree,
-                                    random_state=rs.randint(0, 2**31 - 1), **(self.sketch_params or {}))
+        params = {"kernel": self.kernel, "degree": self.degree, "random_state": rs.randint(0, 2**31 - 1)}
+        params.update(self.sketch_params or {})
+        self.sketch_ = KernelSketch(self.net, self.n_components, **params)
         self.sketch_.fit(X)
         if X_val is None:
             f = self.validation_fraction
@@ -154,9 +173,7 @@ class SketchRidge(BaseEstimator):
         self.kernel_scale_ = scale
         lambdas = alphas * scale
         mu, ym = Ztr.mean(axis=0), Ytr.mean(axis=0)
-        Zc = Ztr - mu
-        s, V = _gram_eigh(Zc)
-        W = ridge_path(s, V, Zc.T @ (Ytr - ym), lambdas)
+        W = ridge_path(Ztr - mu, Ytr - ym, lambdas)
         scores = []
         for w in W:
             pred = (Zva - mu) @ w + ym
@@ -168,9 +185,7 @@ class SketchRidge(BaseEstimator):
             Zall = np.vstack([Ztr, Zva])
             Yall = self._encode(np.concatenate([ytr, yva]))
             mu, ym = Zall.mean(axis=0), Yall.mean(axis=0)
-            Zc = Zall - mu
-            s, V = _gram_eigh(Zc)
-            w = ridge_path(s, V, Zc.T @ (Yall - ym), [lambdas[best]])[0]
+            w = ridge_path(Zall - mu, Yall - ym, [lambdas[best]])[0]
         else:
             w = W[best]
         self.coef_ = w

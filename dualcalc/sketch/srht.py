@@ -18,8 +18,8 @@ Real outputs.  Uniform phases make every output coordinate *circular*:
 ``E[z_p(x) z_p(y)] = Σ_j F_pj² E[e^{2iθ_j}] x_j y_j = 0``.  Hence
 ``E[Re z_p(x) Re z_p(y)] = E[Im z_p(x) Im z_p(y)] = ½ Re⟨x, y⟩``: the real and the
 imaginary part of a coordinate are each unbiased for half of it, and
-:func:`to_real` turns k complex coordinates into any m ≤ 2k real features
-(scaled by √(2k/m)) whose ordinary inner product estimates Re⟨x, y⟩ without bias.
+:func:`to_real` turns ⌈m/2⌉ complex coordinates into exactly m real features (odd m: √2·Re
+of one circular coordinate) whose ordinary inner product estimates Re⟨x, y⟩ without bias.
 (With ±1 signs instead of phases this fails at p = 0, where Re·Re is biased.)
 
 FFTs run through :mod:`scipy.fft` (or ``cupy.fft`` for CuPy arrays), vectorised over
@@ -180,6 +180,14 @@ class CountSketch:
         return scipy.sparse.csr_matrix((self.phases.astype(dtype), (np.arange(self.in_dim), self.hash)),
                                        shape=(self.in_dim, self.out_dim))
 
+    def _buckets(self, dtype):
+        """(m, D) CSR matrix whose rows are the buckets (cached per dtype)."""
+        cache = self.__dict__.setdefault("_cache", {})
+        key = np.dtype(dtype).str
+        if key not in cache:
+            cache[key] = self.matrix(dtype).T.tocsr()
+        return cache[key]
+
     def __call__(self, X, dtype=None):
         dtype = complex_dtype(X.dtype if dtype is None else dtype)
         xp = array_module(X)
@@ -188,28 +196,30 @@ class CountSketch:
 
             CT = cps.csr_matrix(self.matrix(dtype).T.tocsr())
             return (CT @ X.astype(dtype).T).T
-        CT = self.matrix(dtype).T.tocsr()  # (m, D): rows are buckets
+        CT = self._buckets(dtype)  # (m, D): rows are buckets
         if scipy.sparse.issparse(X):
             return np.asarray((X.tocsr().astype(dtype) @ CT.T).toarray())
         return np.ascontiguousarray((CT @ np.asarray(X, dtype=dtype).T).T)
 
 
 def to_real(Z, n_real: int, dtype=np.float64):
-    """Real features (n, n_real) from circular complex features Z (n, k), 2k ≥ n_real.
+    """Real features (n, n_real) from circular complex features Z (n, k), k = ⌈n_real/2⌉.
 
-    Output ``√(2k/n_real)·[Re Z, Im Z][:, :n_real]``: its inner product is an unbiased
-    estimate of Re⟨z(x), z(y)⟩ because each real or imaginary part carries half of it
-    (see the module docstring).  For n_real = 2k it is exactly Re⟨z(x), z(y)⟩.
+    Even n_real: ``[Re Z, Im Z]``, whose inner product is exactly Re⟨z(x), z(y)⟩.  Odd n_real:
+    the first coordinate contributes only ``√2·Re z_0`` (unbiased for its full share because
+    E[Re z_0(x) Re z_0(y)] = ½ Re E[z_0(x) conj z_0(y)] for a circular coordinate), the others
+    both parts.  Only coordinate 0 needs to be circular, so callers keep exact terms elsewhere.
     """
     xp = array_module(Z)
     k = Z.shape[1]
-    if 2 * k < n_real:
-        raise ValueError(f"{k} complex features cannot make {n_real} real ones")
+    if k != (n_real + 1) // 2:
+        raise ValueError(f"{k} complex features cannot make exactly {n_real} real ones")
     out = xp.empty((Z.shape[0], n_real), dtype=dtype)
-    nre = min(k, n_real)
-    out[:, :nre] = Z[:, :nre].real
-    if n_real > k:
-        out[:, k:] = Z[:, : n_real - k].imag
-    if n_real != 2 * k:
-        out *= np.sqrt(2.0 * k / n_real)
+    if n_real % 2 == 0:
+        out[:, :k] = Z.real
+        out[:, k:] = Z.imag
+    else:
+        out[:, 0] = np.sqrt(2.0) * Z[:, 0].real
+        out[:, 1:k] = Z[:, 1:].real
+        out[:, k:] = Z[:, 1:].imag
     return out
