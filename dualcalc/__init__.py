@@ -23,3 +23,8 @@ __all__ = [
 from .sketch import KernelSketch, SketchRidge  # noqa: E402
 
 __all__ += ["KernelSketch", "SketchRidge"]
+
+# convolutional networks (issue 6): layers, Myrtle, exact CNNGP/CNTK (dualcalc/conv_kernel.py)
+from .conv import AvgPool, Conv, Flatten, GlobalAvgPool, myrtle  # noqa: E402
+
+__all__ += ["Conv", "AvgPool", "GlobalAvgPool", "Flatten", "myrtle"]

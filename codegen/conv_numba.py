@@ -1,0 +1,921 @@
+r"""Generated Numba source for the exact CNNGP/CNTK of a convolutional network.
+
+The generator reads the layer program of :func:`dualcalc.conv.image_program` (image sizes,
+filter sizes, paddings and weights become literals in the source) and emits one module:
+
+* ``stage<k>`` functions — one sweep over the pixel pairs of a layer group.  For every
+  x-pixel the sweep makes the *plane* of its covariances with all y-pixels from a producer
+  (input products, convolution, pooling, dense), applies an activation to the plane while
+  it is in L1 cache when one follows, and hands it to a sink (store, accumulate into the
+  pooled state, or reduce for Flatten / GlobalAvgPool).  So conv → activation → pool is one
+  pass over memory, and the post-activation state of the pair is never stored.  Planes
+  that feed a SAME convolution are stored zero-padded, so a filter tap is one long
+  contiguous shifted add that LLVM vectorises (no border tests in the inner loop).
+* ``pair_pass`` — all layers for a list of image pairs with P×P buffers of its own; it
+  runs without the GIL, one call per worker thread;
+
+The images' own recursions (their pixel variances at every activation, from which the
+per-pixel tables q, √q, 1/√q and, for Hermite duals, r_l(q) are made, and the diagonal of
+K(X, X)) run once per image in the NumPy reference of :mod:`dualcalc.conv_kernel`, where
+ρ is exactly 1 on each image's own pixel diagonal.
+
+Closed-form duals are printed from their SymPy expressions (common subexpressions
+shared between k and k̇, the x-pixel-only ones hoisted out of the row loop); Hermite duals
+run the series Σ_l r_l(q_x) r_l(q_y) ρ^l by Horner's rule from per-pixel tables.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import sympy as sp
+from sympy.printing.pycode import PythonCodePrinter
+
+from dualcalc.conv import ImageProgram, Op
+from dualcalc.errors import BackendError
+from dualcalc.symbols import c as C_SYM, q1 as Q1, q2 as Q2, rho as RHO
+
+GENERATOR_VERSION = "conv-numba-3"
+
+#: Branch-free arc cosine / arc sine: asin(x) = x + x·z·g(z), z = x² on |x| ≤ 1/2, and the
+#: half-angle reduction acos(a) = 2·asin(√((1−a)/2)) beyond, with g a degree-11 polynomial
+#: fitted (relative least squares at Chebyshev nodes, 50 digits) on z ∈ [0, 1/4]; error about
+#: 1 ulp (checked in the tests).  libm's acos is a call that stops LLVM from vectorising the
+#: activation loops, and the polynomial needs no division.
+ASIN_G = (0.1666666666666665, 0.07500000000020797, 0.04464285710336827, 0.03038194737068087,
+          0.02237204751352192, 0.017355262221945347, 0.013929625916473681, 0.011875700165918232,
+          0.007801943829663346, 0.016038559905076553, -0.010754253819189541, 0.02817305169670452)
+
+
+def _horner(var: str, coeffs) -> str:
+    out = repr(coeffs[-1])
+    for c in coeffs[-2::-1]:
+        out = f"{c!r} + {var} * ({out})"
+    return out
+
+
+RUNTIME = f"""
+@njit(nogil=True, cache=True, fastmath={{'contract'}})
+def _asin_zg(z):
+    return z * ({_horner("z", ASIN_G)})
+
+
+@njit(nogil=True, cache=True)
+def _acos(x):
+    a = abs(x)
+    small = a <= 0.5
+    zb = (1.0 - a) * 0.5
+    r = _asin_zg(x * x if small else zb)
+    s = math.sqrt(zb)
+    big = 2.0 * (s + s * r)
+    big = math.pi - big if x < 0.0 else big
+    return (1.5707963267948966 - (x + x * r)) if small else big
+
+
+@njit(nogil=True, cache=True)
+def _asin(x):
+    a = abs(x)
+    small = a <= 0.5
+    zb = (1.0 - a) * 0.5
+    r = _asin_zg(x * x if small else zb)
+    s = math.sqrt(zb)
+    big = 1.5707963267948966 - 2.0 * (s + s * r)
+    big = -big if x < 0.0 else big
+    return (x + x * r) if small else big
+
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# printing duals
+S1 = sp.Symbol("s1", positive=True)  # sqrt(q1), from a per-pixel table
+S2 = sp.Symbol("s2", positive=True)
+
+
+class _Printer(PythonCodePrinter):
+    """Python/`math` printer for Numba: floats as literals, fast acos/asin, small powers
+    as products."""
+
+    def _print_Rational(self, e):
+        return repr(float(e))
+
+    def _print_Half(self, e):
+        return "0.5"
+
+    def _print_Integer(self, e):
+        return repr(float(e))
+
+    def _print_Pi(self, e):
+        return "math.pi"
+
+    def _print_Exp1(self, e):
+        return "math.e"
+
+    def _print_acos(self, e):
+        return f"_acos({self._print(e.args[0])})"
+
+    def _print_asin(self, e):
+        return f"_asin({self._print(e.args[0])})"
+
+    def _print_Pow(self, e, rational=False):
+        b, x = e.args
+        if x == sp.S.Half:
+            return f"math.sqrt({self._print(b)})"
+        if x == -sp.S.Half:
+            return f"(1.0/math.sqrt({self._print(b)}))"
+        if x.is_Integer and 0 < int(x) <= 4:
+            s = self.parenthesize(b, 100)
+            return "*".join([s] * int(x)) if int(x) > 1 else s
+        if x.is_Integer and -4 <= int(x) < 0:
+            s = self.parenthesize(b, 100)
+            return "(1.0/(" + "*".join([s] * -int(x)) + "))"
+        return f"({self._print(b)})**({self._print(x)})"
+
+
+def _split_sqrt(e):
+    """q1**(k/2) -> s1**k and q2**(k/2) -> s2**k (k odd): square roots of the variances come
+    from per-pixel tables instead of a sqrt per entry."""
+    if e.is_Pow and e.base in (Q1, Q2) and e.exp.is_Rational and e.exp.q == 2:
+        return (S1 if e.base == Q1 else S2) ** int(e.exp * 2)
+    if e.args:
+        return e.func(*[_split_sqrt(a) for a in e.args])
+    return e
+
+
+@dataclass
+class DualCode:
+    """Printed dual of one activation: lines hoisted per x-pixel (they depend on q1, s1 only)
+    and per-entry lines (q2, s2, c, rho known) ending with ``k_`` and ``kd_`` assigned."""
+
+    hoist: list[str]
+    body: list[str]
+    uses_rho: bool
+    kind: str  # "closed" or "hermite"
+    zero_ntk: bool
+    uses: frozenset = frozenset()
+
+
+def _deps(expr, known: dict) -> frozenset:
+    out = set()
+    for s in expr.free_symbols:
+        out |= known.get(s, {s})
+    return frozenset(out)
+
+
+def print_dual(act, want_ntk: bool, prefix: str) -> DualCode:
+    dual = act.dual
+    zero_ntk = dual.ntk_convention == "zero-a.e."
+    if dual.method != "closed-form":
+        return DualCode([], [], True, "hermite", zero_ntk, frozenset({Q1, Q2, S1, S2}))
+    exprs = [_split_sqrt(dual.nngp_rho)]
+    if want_ntk and not zero_ntk:
+        exprs.append(_split_sqrt(dual.ntk_rho))
+    syms = sp.numbered_symbols(prefix)
+    repl, red = sp.cse(exprs, symbols=syms, optimizations="basic")
+    p = _Printer()
+    known: dict = {}
+    hoist, body = [], []
+    for s, e in repl:
+        d = _deps(e, known)
+        known[s] = d
+        line = f"{s} = {p.doprint(e)}"
+        (hoist if d <= {Q1, S1} else body).append(line)
+    body.append(f"k_ = {p.doprint(red[0])}")
+    if want_ntk:
+        body.append("kd_ = 0.0" if zero_ntk else f"kd_ = {p.doprint(red[1])}")
+    uses = frozenset().union(*(e.free_symbols for e in exprs))
+    return DualCode(hoist, body, RHO in uses, "closed", zero_ntk, uses)
+
+
+# ---------------------------------------------------------------------------------------------
+# layouts and stages
+@dataclass(frozen=True)
+class Layout:
+    """How one y-plane (h×w pixels) is stored: interior pixel (i, j) at
+    (i + pt)·stride + j + pl in a plane of rows·stride numbers (zero padding around it)."""
+
+    h: int
+    w: int
+    pt: int = 0
+    pl: int = 0
+    rows: int = 0
+    stride: int = 0
+
+    @property
+    def size(self) -> int:
+        return self.rows * self.stride
+
+    @property
+    def first(self) -> int:
+        return self.pt * self.stride + self.pl
+
+    @property
+    def span(self) -> int:
+        """From the first interior entry to one past the last."""
+        return (self.h - 1) * self.stride + self.w
+
+    @property
+    def padded(self) -> bool:
+        return self.rows != self.h or self.stride != self.w
+
+
+def plain(h: int, w: int) -> Layout:
+    return Layout(h, w, 0, 0, h, w)
+
+
+def padded_for(op: Op) -> Layout:
+    """The layout a SAME convolution reads: padding ph, pw before and f−1−p after."""
+    return Layout(op.hin, op.win, op.ph, op.pw, op.hin + op.fh - 1, op.win + op.fw - 1)
+
+
+def _is_same(op: Op) -> bool:
+    return op.kind == "conv" and op.hout == op.hin and op.wout == op.win
+
+
+@dataclass
+class Stage:
+    """producer (+ activation) (+ sink) over the pixel pairs of one state."""
+
+    producer: str  # "input", "conv", "pool", "dense", "ident"
+    pop: Op | None  # the producer's op (None for "input"/"ident")
+    act_index: int | None  # op index of the activation applied to the planes
+    sink: str  # "store", "pool", "flatten", "gap"
+    sop: Op | None  # pool/flatten/gap op
+    hin: int
+    win: int
+    ho: int  # size of the planes' state (after the producer)
+    wo: int
+    t_in: bool  # Θ is live on input
+    t_out: bool  # Θ live on output
+    lin: Layout | None = None  # stored input planes
+    lprod: Layout | None = None  # the working plane rk
+    lout: Layout | None = None  # stored output planes (store / pool sinks)
+
+    @property
+    def out_shape(self) -> tuple[int, int]:
+        if self.sink == "store":
+            return self.ho, self.wo
+        if self.sink == "pool":
+            return self.sop.hout, self.sop.wout
+        return 0, 0
+
+
+@dataclass
+class Generated:
+    source: str
+    name: str
+    prog: ImageProgram
+    want_ntk: bool
+    acts: list[int]  # op indices of activations, in order
+    hermite: dict[int, bool]
+    spatial_act: dict[int, tuple[int, int]]  # op index -> (h, w) of its state, (0, 0) scalar
+    pair_dims: np.ndarray | None = None
+    pair_buffers: tuple[int, int] = (1, 1)
+
+
+def _group(prog: ImageProgram, fuse: bool, want_ntk: bool, start: int = 0, stop: int | None = None,
+           t_live: bool = False, first_input: bool = True):
+    """Stages for ops[start:stop] (spatial part) and the scalar tail ops, in order:
+    a list of ("stage", Stage) and ("scalar", op_index) items, with layouts assigned."""
+    ops = prog.ops
+    stop = len(ops) if stop is None else stop
+    items: list = []
+    i = start
+    if first_input:
+        h, w = prog.height, prog.width
+        st, i, t_live = _one_stage(ops, i, stop, "input", None, h, w, h, w, fuse, want_ntk, t_live)
+        items.append(("stage", st))
+    while i < stop:
+        op = ops[i]
+        if not op.spatial:
+            items.append(("scalar", i))
+            i += 1
+            continue
+        if op.kind in ("conv", "pool", "dense"):
+            st, i, t_live = _one_stage(ops, i + 1, stop, op.kind, op, op.hin, op.win, op.hout, op.wout,
+                                       fuse, want_ntk, t_live)
+        else:  # an activation, or flatten / gap, on a stored state
+            st, i, t_live = _one_stage(ops, i, stop, "ident", None, op.hin, op.win, op.hin, op.win,
+                                       fuse, want_ntk, t_live)
+        items.append(("stage", st))
+    _assign_layouts([it for kind, it in items if kind == "stage"])
+    return items
+
+
+def _one_stage(ops, i, stop, producer, pop, hin, win, ho, wo, fuse, want_ntk, t_live):
+    t_in = t_live
+    if producer in ("conv", "dense"):
+        t_live = want_ntk
+    act_index = None
+    if i < stop and ops[i].kind == "act" and (fuse or producer == "ident"):
+        act_index = i
+        i += 1
+    sink, sop = "store", None
+    if i < stop and ops[i].kind in ("pool", "flatten", "gap") and (fuse or (producer == "ident" and act_index is None)):
+        sink, sop = ops[i].kind, ops[i]
+        i += 1
+    return Stage(producer, pop, act_index, sink, sop, hin, win, ho, wo, t_in, t_live), i, t_live
+
+
+def _assign_layouts(stages: list[Stage]):
+    for k, st in enumerate(stages):
+        if st.producer == "input":
+            st.lprod = plain(st.ho, st.wo)
+        elif st.producer == "conv":
+            st.lprod = st.lin if _is_same(st.pop) else Layout(st.ho, st.wo, 0, 0, st.ho, st.win)
+        elif st.producer == "pool":
+            st.lprod = plain(st.ho, st.wo)
+        else:  # dense, ident: in place of the input's layout
+            st.lprod = st.lin
+        if st.sink in ("store", "pool"):
+            h, w = st.out_shape
+            nxt = stages[k + 1] if k + 1 < len(stages) else None
+            if nxt is not None and nxt.producer == "conv" and _is_same(nxt.pop):
+                st.lout = padded_for(nxt.pop)
+            else:
+                st.lout = plain(h, w)
+            if nxt is not None:
+                nxt.lin = st.lout
+        if st.lin is None and st.producer != "input":
+            st.lin = plain(st.hin, st.win)
+            if st.lprod is None:
+                st.lprod = st.lin
+
+
+# ---------------------------------------------------------------------------------------------
+# emitters
+class _W:
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def __call__(self, indent: int, text: str = ""):
+        self.lines.append("    " * indent + text if text else "")
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def _act_args(l: int, hermite: bool) -> list[str]:
+    a = [f"qx{l}", f"sx{l}", f"ix{l}", f"qy{l}", f"sy{l}", f"iy{l}"]
+    if hermite:
+        a += [f"rx{l}", f"ry{l}"]
+    return a
+
+
+def _emit_entry_act(w: _W, ind: int, dc: DualCode, want_ntk: bool, y: dict, kvar: str,
+                    tvar: str | None, rx: str | None = None, ry: str | None = None, nl: str | None = None):
+    """Activation on one entry c = kvar (in/out), Θ tvar (in/out).  The x-side values q1, s1,
+    i1_ (= 1/s1) and the hoisted lines are set; ``y`` maps "q", "s", "i" to the y-side
+    expressions; ρ = c·i1_·i2_ (no division or square root per entry).  ``rx``/``ry``:
+    Hermite tables ({} = degree index)."""
+    if Q2 in dc.uses:
+        w(ind, f"q2 = {y['q']}")
+    if S2 in dc.uses:
+        w(ind, f"s2 = {y['s']}")
+    w(ind, f"c = {kvar}")
+    hermite_ntk = dc.kind == "hermite" and want_ntk and not dc.zero_ntk
+    if dc.uses_rho or hermite_ntk:
+        w(ind, f"isq_ = i1_ * {y['i']}")
+    if dc.uses_rho:
+        w(ind, "rho = c * isq_")
+    if dc.uses_rho:
+        w(ind, "rho = 1.0 if rho > 1.0 else (-1.0 if rho < -1.0 else rho)")
+    if dc.kind == "closed":
+        for line in dc.body:
+            w(ind, line)
+    else:
+        w(ind, "acc = 0.0")
+        if hermite_ntk:
+            w(ind, "accd = 0.0")
+        w(ind, f"for l_ in range({nl} - 1, 0, -1):")
+        w(ind + 1, f"pr = {rx.format('l_')} * {ry.format('l_')}")
+        w(ind + 1, "acc = acc * rho + pr")
+        if hermite_ntk:
+            w(ind + 1, "accd = accd * rho + l_ * pr")
+        w(ind, f"k_ = acc * rho + {rx.format(0)} * {ry.format(0)}")
+        if want_ntk:
+            w(ind, "kd_ = accd * isq_" if hermite_ntk else "kd_ = 0.0")
+    if want_ntk and tvar is not None:
+        w(ind, f"{tvar} = {tvar} * kd_")
+    w(ind, f"{kvar} = k_")
+
+
+def _emit_stage(w: _W, name: str, st: Stage, prog: ImageProgram, duals: dict, want_ntk: bool):
+    """One sweep over the x-pixels: produce the plane rk (and rt) of each, activate, sink.
+    Loop lengths inside a plane are run-time values (``nw``, ``nsp``) so that LLVM
+    vectorises the loops instead of unrolling short constant loops into scalar code."""
+    ops = prog.ops
+    l = st.act_index
+    dc = duals[l] if l is not None else None
+    hermite = dc is not None and dc.kind == "hermite"
+    T = want_ntk and st.t_out
+    tin = want_ntk and st.t_in
+    stores = st.sink in ("store", "pool")
+    args = ["xa", "xb"] if st.producer == "input" else (["Kin", "Tin"] if tin else ["Kin"])
+    args += (["Kout", "Tout"] if T else ["Kout"]) if stores else []
+    args += ["rk", "rt", "nw", "nsp"]
+    if l is not None:
+        args += _act_args(l, hermite)
+    HO, WO, HIN, WIN = st.ho, st.wo, st.hin, st.win
+    lp, li, lo = st.lprod, st.lin, st.lout
+    desc = st.producer + (f" {st.pop.fh}x{st.pop.fw}" if st.producer in ("conv", "pool") else "")
+    desc += (f" -> {ops[l].act.label}" if l is not None else "") + (f" -> {st.sink}" if st.sink != "store" else "")
+    w(0, "@njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})")
+    w(0, f"def {name}({', '.join(args)}):")
+    w(1, f'"""{desc}: {HIN}x{WIN} -> {HO}x{WO} pixels; plane layouts in {li}, work {lp}, out {lo}.')
+    w(1, f'nw = {WO}, nsp = {_span_of(st)} (run-time values)."""')
+    if st.sink == "pool":
+        sp_ = st.sop
+        w(1, f"for z in range({sp_.hout * sp_.wout * lo.size}):")
+        w(2, "Kout[z] = 0.0")
+        if T:
+            w(2, "Tout[z] = 0.0")
+    if st.sink in ("flatten", "gap"):
+        w(1, "sk = 0.0")
+        w(1, "st_ = 0.0")
+    if hermite:
+        w(1, f"nl{l} = rx{l}.shape[1]")
+    h_lim, w_lim = HO, WO
+    if st.sink == "pool":
+        h_lim, w_lim = st.sop.hout * st.sop.fh, st.sop.wout * st.sop.fw
+    w(1, f"for i1 in range({h_lim}):")
+    w(2, f"for j1 in range({w_lim}):")
+    ind = 3
+    w(ind, f"px = i1 * {WO} + j1")
+    if l is not None:
+        w(ind, f"q1 = qx{l}[px]")
+        w(ind, f"s1 = sx{l}[px]")
+        w(ind, f"i1_ = ix{l}[px]")
+        for line in dc.hoist:
+            w(ind, line)
+    # ---- producer: the plane rk (and rt) in layout lp
+    if st.producer == "input":
+        C = prog.channels
+        w(ind, "for t in range(nsp):")
+        w(ind + 1, "rk[t] = 0.0")
+        for ch in range(C):
+            w(ind, f"xc = xa[px, {ch}] * {1.0 / C!r}")
+            w(ind, "for t in range(nsp):")
+            w(ind + 1, f"rk[t] += xc * xb[{ch}, t]")
+    elif st.producer == "conv":
+        op = st.pop
+        S = op.w2 / (op.fh * op.fw)
+        t0 = lp.first
+        # x-pixels whose whole filter window is inside the image: all taps in one pass
+        ilo, ihi = op.ph, HIN - (op.fh - 1 - op.ph)
+        jlo, jhi = op.pw, WIN - (op.fw - 1 - op.pw)
+        w(ind, f"if i1 >= {ilo} and i1 < {ihi} and j1 >= {jlo} and j1 < {jhi}:")
+        taps = [(a_, b_) for a_ in range(op.fh) for b_ in range(op.fw)]
+        for a_, b_ in taps:
+            w(ind + 1, f"s{a_}_{b_} = ((i1 + {a_ - op.ph}) * {WIN} + j1 + {b_ - op.pw}) * {li.size} + {t0} "
+                       f"+ {(a_ - op.ph) * li.stride + b_ - op.pw}")
+        w(ind + 1, "for t in range(nsp):")
+        w(ind + 2, "kk = " + " + ".join(f"Kin[s{a_}_{b_} + t]" for a_, b_ in taps))
+        w(ind + 2, f"kk = {S!r} * kk + {op.b2!r}")
+        w(ind + 2, f"rk[{t0} + t] = kk")
+        if want_ntk:
+            if tin:
+                w(ind + 2, "tt = " + " + ".join(f"Tin[s{a_}_{b_} + t]" for a_, b_ in taps))
+                w(ind + 2, f"rt[{t0} + t] = {S!r} * tt + kk")
+            else:
+                w(ind + 2, f"rt[{t0} + t] = kk")
+        w(ind, "else:")
+        ind += 1
+        w(ind, "for t in range(nsp):")
+        w(ind + 1, f"rk[{t0} + t] = 0.0")
+        if tin:
+            w(ind + 1, f"rt[{t0} + t] = 0.0")
+        w(ind, f"for a in range({op.fh}):")
+        w(ind + 1, f"r1 = i1 + a - {op.ph}")
+        w(ind + 1, f"if r1 < 0 or r1 >= {HIN}:")
+        w(ind + 2, "continue")
+        w(ind + 1, f"for b in range({op.fw}):")
+        w(ind + 2, f"c1 = j1 + b - {op.pw}")
+        w(ind + 2, f"if c1 < 0 or c1 >= {WIN}:")
+        w(ind + 3, "continue")
+        w(ind + 2, f"src = (r1 * {WIN} + c1) * {li.size} + {t0} + (a - {op.ph}) * {li.stride} + b - {op.pw}")
+        w(ind + 2, "for t in range(nsp):")
+        w(ind + 3, f"rk[{t0} + t] += Kin[src + t]")
+        if tin:
+            w(ind + 3, f"rt[{t0} + t] += Tin[src + t]")
+        w(ind, "for t in range(nsp):")
+        w(ind + 1, f"kk = {S!r} * rk[{t0} + t] + {op.b2!r}")
+        w(ind + 1, f"rk[{t0} + t] = kk")
+        if want_ntk:
+            w(ind + 1, f"rt[{t0} + t] = {S!r} * rt[{t0} + t] + kk" if tin else f"rt[{t0} + t] = kk")
+        ind -= 1
+    elif st.producer == "pool":
+        op = st.pop
+        inv = 1.0 / (op.fh * op.fw) ** 2
+        w(ind, "for t in range(nsp):")
+        w(ind + 1, "rk[t] = 0.0")
+        if tin:
+            w(ind + 1, "rt[t] = 0.0")
+        w(ind, f"for a1 in range({op.fh}):")
+        w(ind + 1, f"for b1 in range({op.fw}):")
+        w(ind + 2, f"src = ((i1 * {op.fh} + a1) * {WIN} + j1 * {op.fw} + b1) * {li.size}")
+        w(ind + 2, f"for i2 in range({HO}):")
+        w(ind + 3, f"for a2 in range({op.fh}):")
+        w(ind + 4, f"ri = src + (i2 * {op.fh} + a2 + {li.pt}) * {li.stride} + {li.pl}")
+        w(ind + 4, f"for b2 in range({op.fw}):")
+        w(ind + 5, "for j2 in range(nw):")
+        w(ind + 6, f"rk[i2 * {WO} + j2] += Kin[ri + j2 * {op.fw} + b2]")
+        if tin:
+            w(ind + 6, f"rt[i2 * {WO} + j2] += Tin[ri + j2 * {op.fw} + b2]")
+        w(ind, "for t in range(nsp):")
+        w(ind + 1, f"rk[t] *= {inv!r}")
+        if tin:
+            w(ind + 1, f"rt[t] *= {inv!r}")
+    elif st.producer in ("dense", "ident"):
+        t0 = lp.first
+        w(ind, f"ob = px * {li.size} + {t0}")
+        w(ind, "for t in range(nsp):")
+        if st.producer == "dense":
+            op = st.pop
+            w(ind + 1, f"kk = {op.w2!r} * Kin[ob + t] + {op.b2!r}")
+            w(ind + 1, f"rk[{t0} + t] = kk")
+            if want_ntk:
+                w(ind + 1, f"rt[{t0} + t] = {op.w2!r} * Tin[ob + t] + kk" if tin else f"rt[{t0} + t] = kk")
+        else:
+            w(ind + 1, f"rk[{t0} + t] = Kin[ob + t]")
+            if tin:
+                w(ind + 1, f"rt[{t0} + t] = Tin[ob + t]")
+    # ---- activation on the interior of the plane
+    if l is not None:
+        w(ind, f"for i2 in range({HO}):")
+        w(ind + 1, f"rb = (i2 + {lp.pt}) * {lp.stride} + {lp.pl}")
+        w(ind + 1, f"yb = i2 * {WO}")
+        w(ind + 1, "for j in range(nw):")
+        ind2 = ind + 2
+        w(ind2, "iy_ = yb + j")
+        y = {"q": f"qy{l}[iy_]", "s": f"sy{l}[iy_]", "i": f"iy{l}[iy_]"}
+        _emit_entry_act(w, ind2, dc, want_ntk, y, "rk[rb + j]", "rt[rb + j]" if T else None,
+                        f"rx{l}[px, {{}}]", f"ry{l}[iy_, {{}}]", f"nl{l}")
+    # ---- sink
+    if st.sink == "store":
+        w(ind, f"ob = px * {lo.size}")
+        if lo.padded:
+            w(ind, f"for z in range({lo.size}):")  # pads are zero; the interior is overwritten below
+            w(ind + 1, "Kout[ob + z] = 0.0")
+            if T:
+                w(ind + 1, "Tout[ob + z] = 0.0")
+        w(ind, f"for i2 in range({HO}):")
+        w(ind + 1, f"ro = ob + (i2 + {lo.pt}) * {lo.stride} + {lo.pl}")
+        w(ind + 1, f"ri = (i2 + {lp.pt}) * {lp.stride} + {lp.pl}")
+        w(ind + 1, "for j in range(nw):")
+        w(ind + 2, "Kout[ro + j] = rk[ri + j]")
+        if T:
+            w(ind + 2, "Tout[ro + j] = rt[ri + j]")
+    elif st.sink == "pool":
+        sp_ = st.sop
+        inv = 1.0 / (sp_.fh * sp_.fw) ** 2
+        w(ind, f"pb = (i1 // {sp_.fh} * {sp_.wout} + j1 // {sp_.fw}) * {lo.size}")
+        w(ind, f"for I2 in range({sp_.hout}):")
+        w(ind + 1, f"for J2 in range({sp_.wout}):")
+        w(ind + 2, "acc = 0.0")
+        if T:
+            w(ind + 2, "acct = 0.0")
+        w(ind + 2, f"for a2 in range({sp_.fh}):")
+        w(ind + 3, f"ri = (I2 * {sp_.fh} + a2 + {lp.pt}) * {lp.stride} + J2 * {sp_.fw} + {lp.pl}")
+        w(ind + 3, f"for b2 in range({sp_.fw}):")
+        w(ind + 4, "acc += rk[ri + b2]")
+        if T:
+            w(ind + 4, "acct += rt[ri + b2]")
+        w(ind + 2, f"po = pb + (I2 + {lo.pt}) * {lo.stride} + J2 + {lo.pl}")
+        w(ind + 2, f"Kout[po] += acc * {inv!r}")
+        if T:
+            w(ind + 2, f"Tout[po] += acct * {inv!r}")
+    elif st.sink == "flatten":
+        w(ind, f"d_ = (i1 + {lp.pt}) * {lp.stride} + j1 + {lp.pl}")
+        w(ind, "sk += rk[d_]")
+        if T:
+            w(ind, "st_ += rt[d_]")
+    elif st.sink == "gap":
+        w(ind, f"for i2 in range({HO}):")
+        w(ind + 1, f"rb = (i2 + {lp.pt}) * {lp.stride} + {lp.pl}")
+        w(ind + 1, "for j in range(nw):")
+        w(ind + 2, "sk += rk[rb + j]")
+        if T:
+            w(ind + 2, "st_ += rt[rb + j]")
+    if st.sink in ("flatten", "gap"):
+        n = HO * WO if st.sink == "flatten" else (HO * WO) ** 2
+        w(1, f"return sk * {1.0 / n!r}, st_ * {1.0 / n!r}")
+    else:
+        w(1, "return 0.0, 0.0")
+    w(0)
+
+
+def _span_of(st: Stage) -> int:
+    """Loop length of the producer over the plane rk."""
+    if st.producer in ("input", "pool"):
+        return st.ho * st.wo
+    return st.lprod.span
+
+
+def _emit_scalar_op(w: _W, ind: int, op: Op, l: int, duals: dict, want_ntk: bool):
+    """Dense or activation on the number state (k, t) after Flatten / GlobalAvgPool."""
+    if op.kind == "dense":
+        w(ind, f"k = {op.w2!r} * k + {op.b2!r}")
+        if want_ntk:
+            w(ind, f"t = {op.w2!r} * t + k")
+    elif op.kind == "act":
+        dc = duals[l]
+        w(ind, f"q1 = qA{l}[a]")
+        w(ind, f"s1 = sA{l}[a]")
+        w(ind, f"i1_ = iA{l}[a]")
+        for line in dc.hoist:
+            w(ind, line)
+        y = {"q": f"qB{l}[b]", "s": f"sB{l}[b]", "i": f"iB{l}[b]"}
+        _emit_entry_act(w, ind, dc, want_ntk, y, "k", "t" if want_ntk else None,
+                        f"rA{l}[a, {{}}]", f"rB{l}[b, {{}}]", f"rA{l}.shape[1]")
+
+
+def _buffers(items) -> tuple[int, int]:
+    """Sizes of the state buffers and of the working planes."""
+    state, plane = 1, 1
+    for kind, st in items:
+        if kind != "stage":
+            continue
+        plane = max(plane, st.lprod.size + 1)
+        if st.lout is not None:
+            h, w = st.out_shape
+            state = max(state, h * w * st.lout.size)
+        if st.lin is not None:
+            state = max(state, st.hin * st.win * st.lin.size)
+    return state, plane
+
+
+def generate(prog: ImageProgram, want_ntk: bool = True, fuse: bool = True) -> Generated:
+    """Generate the Numba module for a layer program (sizes fixed) and NTK on/off."""
+    ops = prog.ops
+    acts = prog.act_ops
+    duals = {l: print_dual(ops[l].act, want_ntk, f"x{l}_") for l in acts}
+    hermite = {l: duals[l].kind == "hermite" for l in acts}
+    spatial_act = {l: (ops[l].hin, ops[l].win) for l in acts}
+    w = _W()
+    w(0, '"""Exact CNNGP/CNTK, generated by dualcalc (codegen/conv_numba.py) -- do not edit.')
+    w(0)
+    for i, op in enumerate(ops):
+        desc = op.kind
+        if op.kind == "conv":
+            desc += f" {op.fh}x{op.fw} pad=({op.ph},{op.pw}) W^2={op.w2!r} b^2={op.b2!r}"
+        elif op.kind == "dense":
+            desc += f" W^2={op.w2!r} b^2={op.b2!r}"
+        elif op.kind == "act":
+            desc += f" {op.act.label} ({op.act.dual.method})"
+        elif op.kind == "pool":
+            desc += f" {op.fh}x{op.fw}"
+        w(0, f"op {i}: {desc}: {op.hin}x{op.win} -> {op.hout}x{op.wout}")
+    w(0, f'input {prog.height}x{prog.width}x{prog.channels}; ntk={want_ntk}; {GENERATOR_VERSION}"""')
+    w(0, "import math")
+    w(0, "import numpy as np")
+    w(0, "from numba import njit")
+    for line in RUNTIME.splitlines():
+        w(0, line)
+
+    # ---- pair pass (fused stages)
+    items = _group(prog, fuse, want_ntk)
+    pair_dims, pair_buffers = _emit_pair_driver(w, items, prog, duals, want_ntk)
+
+    src = w.text()
+    name = "dualcalc_conv_" + hashlib.sha256(src.encode()).hexdigest()[:20]
+    g = Generated(src, name, prog, want_ntk, acts, hermite, spatial_act)
+    g.pair_dims = np.array(pair_dims + [0], dtype=np.int64)
+    g.pair_buffers = pair_buffers
+    return g
+
+
+def _stage_call(st: Stage, name: str, cur: int, want_ntk: bool, l_tables: dict, dims: list):
+    """Text of a stage call; returns (call_text, new_cur).  The plane sizes go in through the
+    run-time array ``dims`` (values appended to ``dims``)."""
+    K = ["K0", "K1"]
+    T = ["T0", "T1"]
+    if st.producer == "input":
+        args = ["A[a]", "BT[b]"]
+    else:
+        args = [K[cur]] + ([T[cur]] if want_ntk and st.t_in else [])
+    nxt = 1 - cur
+    if st.sink in ("store", "pool"):
+        args += [K[nxt]] + ([T[nxt]] if want_ntk and st.t_out else [])
+    args += ["rk", "rt", f"dims[{len(dims)}]", f"dims[{len(dims) + 1}]"]
+    dims += [st.wo, _span_of(st)]
+    if st.act_index is not None:
+        args += l_tables[st.act_index]
+    return f"{name}({', '.join(args)})", nxt
+
+
+def _tables(l: int, hermite: bool) -> list[str]:
+    t = [f"qA{l}[a]", f"sA{l}[a]", f"iA{l}[a]", f"qB{l}[b]", f"sB{l}[b]", f"iB{l}[b]"]
+    if hermite:
+        t += [f"rA{l}[a]", f"rB{l}[b]"]
+    return t
+
+
+def _emit_buffers(w: _W, ind: int, state: int, plane: int, want_ntk: bool):
+    w(ind, f"K0 = np.zeros({state})")
+    w(ind, f"K1 = np.zeros({state})")
+    if want_ntk:
+        w(ind, f"T0 = np.zeros({state})")
+        w(ind, f"T1 = np.zeros({state})")
+    w(ind, f"rk = np.zeros({plane})")
+    w(ind, f"rt = np.zeros({plane})")
+
+
+def _emit_pair_driver(w: _W, items, prog, duals, want_ntk):
+    names = []
+    for k, (kind, it) in enumerate(items):
+        names.append(None)
+        if kind == "stage":
+            names[-1] = f"pair_stage{k}"
+            _emit_stage(w, names[-1], it, prog, duals, want_ntk)
+    targs = []
+    for l in prog.act_ops:
+        targs += [f"qA{l}", f"sA{l}", f"iA{l}", f"qB{l}", f"sB{l}", f"iB{l}"]
+        if duals[l].kind == "hermite":
+            targs += [f"rA{l}", f"rB{l}"]
+    state, plane = _buffers(items)
+    w(0, "@njit(nogil=True, cache=True, error_model='numpy')")
+    w(0, f"def pair_pass(A, BT, ia, ib, dims, {', '.join(targs + ['outK', 'outT'])}):")
+    w(1, '"""All layers for the image pairs (A[ia[p]], B[ib[p]]): A as (n, P, C), B transposed')
+    w(1, 'as (n, C, P).  Runs without the GIL: each worker thread calls it on its share of the')
+    w(1, 'pairs, with its own P x P buffers; dims: plane sizes (run-time values, see the stages)."""')
+    _emit_buffers(w, 1, state, plane, want_ntk)
+    w(1, "for p in range(ia.shape[0]):")
+    w(2, "a = ia[p]")
+    w(2, "b = ib[p]")
+    w(2, "k = 0.0")
+    w(2, "t = 0.0")
+    ltab = {l: _tables(l, duals[l].kind == "hermite") for l in prog.act_ops}
+    cur = 0
+    dims: list = []
+    for (kind, it), nm in zip(items, names):
+        if kind == "stage":
+            call, cur = _stage_call(it, nm, cur, want_ntk, ltab, dims)
+            w(2, f"k, t = {call}" if it.sink in ("flatten", "gap") else call)
+        else:
+            _emit_scalar_op(w, 2, prog.ops[it], it, duals, want_ntk)
+    w(2, "outK[p] = k")
+    w(2, "outT[p] = t")
+    w(0)
+    return dims, (state, plane)
+
+
+# ---------------------------------------------------------------------------------------------
+# compile and cache
+_LOCK = threading.Lock()
+_MODULES: dict[str, object] = {}
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("DUALCALC_CACHE_DIR")
+    base = Path(root) if root else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dualcalc"
+    return base / "conv_numba"
+
+
+def load(gen: Generated):
+    """Import the generated module (written once, atomically, under the cache folder so that
+    Numba can cache the machine code beside it)."""
+    with _LOCK:
+        mod = _MODULES.get(gen.name)
+        if mod is not None:
+            return mod
+        from dualcalc.fileio import atomic_write_text
+
+        d = cache_dir()
+        path = d / f"{gen.name}.py"
+        try:
+            if not path.exists() or path.read_text() != gen.source:
+                atomic_write_text(path, gen.source)
+        except OSError as e:  # read-only home: fall back to a temporary folder
+            import tempfile
+
+            d = Path(tempfile.gettempdir()) / "dualcalc_conv_numba"
+            path = d / f"{gen.name}.py"
+            atomic_write_text(path, gen.source)
+        spec = importlib.util.spec_from_file_location(gen.name, path)
+        mod = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(mod)
+        except Exception as e:  # pragma: no cover - a generator bug
+            raise BackendError(f"generated Numba module {path} failed to load: {e}") from e
+        sys.modules[gen.name] = mod
+        _MODULES[gen.name] = mod
+        return mod
+
+
+# ---------------------------------------------------------------------------------------------
+# running it
+def _hermite_tables(act, q: np.ndarray) -> np.ndarray:
+    """r_l(q) for every entry of q (any shape) -> shape q.shape + (L+1,)."""
+    uq, inv = np.unique(q.ravel(), return_inverse=True)
+    R, _ = act.dual.series.table(uq)
+    return R[inv].reshape(q.shape + (R.shape[1],))
+
+
+def default_threads() -> int:
+    env = os.environ.get("DUALCALC_NUM_THREADS") or os.environ.get("NUMBA_NUM_THREADS")
+    if env:
+        return max(1, int(env))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _in_threads(fn, n: int, threads: int):
+    """Call fn(lo, hi) on `threads` contiguous parts of range(n) at once (fn releases the GIL)."""
+    threads = max(1, min(threads, n))
+    cuts = np.linspace(0, n, threads + 1).round().astype(int)
+    parts = [(int(cuts[i]), int(cuts[i + 1])) for i in range(threads) if cuts[i + 1] > cuts[i]]
+    if len(parts) == 1:
+        fn(*parts[0])
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(parts)) as ex:
+        for f in [ex.submit(fn, lo, hi) for lo, hi in parts]:
+            f.result()
+
+
+def _roots(q: np.ndarray):
+    """(q, √q, 1/√q (0 where q = 0)) per pixel."""
+    s = np.sqrt(q)
+    with np.errstate(divide="ignore"):
+        i = np.where(s > 0, 1.0 / np.where(s > 0, s, 1.0), 0.0)
+    return q, s, i
+
+
+def _pad_pair(RA, RB):
+    L = max(RA.shape[-1], RB.shape[-1])
+    pad = lambda R: np.concatenate([R, np.zeros(R.shape[:-1] + (L - R.shape[-1],))], axis=-1) if R.shape[-1] < L else R
+    return np.ascontiguousarray(pad(RA)), np.ascontiguousarray(pad(RB))
+
+
+def run_pairs(gen: Generated, mod, A, B, tabA, tabB, ia, ib, threads: int | None = None):
+    """(K, Θ) of the pairs (A[ia[p]], B[ib[p]]), split over ``threads`` threads."""
+    args = []
+    for l in gen.acts:
+        qa, sa, iaa, ra = tabA[l]
+        qb, sb, ibb, rb = tabB[l]
+        args += [qa, sa, iaa, qb, sb, ibb]
+        if gen.hermite[l]:
+            ra, rb = _pad_pair(ra, rb)
+            args += [ra, rb]
+    outK = np.empty(len(ia))
+    outT = np.empty(len(ia))
+    A2 = np.ascontiguousarray(A.reshape(A.shape[0], -1, A.shape[-1]))
+    BT = np.ascontiguousarray(B.reshape(B.shape[0], -1, B.shape[-1]).transpose(0, 2, 1))
+    ia = np.ascontiguousarray(ia, dtype=np.int64)
+    ib = np.ascontiguousarray(ib, dtype=np.int64)
+    _in_threads(lambda lo, hi: mod.pair_pass(A2, BT, ia[lo:hi], ib[lo:hi], gen.pair_dims, *args,
+                                             outK[lo:hi], outT[lo:hi]), len(ia), threads or default_threads())
+    return outK, outT
+
+
+def numba_conv_kernel(prog: ImageProgram, X: np.ndarray, Y: np.ndarray | None, get=("nngp", "ntk"),
+                      chunk: int = 8, block: int = 4096, threads: int | None = None):
+    """Exact kernel through the generated Numba module (see :mod:`dualcalc.conv_kernel`).
+
+    ``chunk``: images per batch of the self pass (their P×P states are held at once);
+    ``block``: pairs per call; ``threads``: worker threads (default: the usable cores).
+    """
+    from dualcalc.conv_kernel import image_tables
+
+    want_ntk = "ntk" in get
+    gen = generate(prog, want_ntk)
+    mod = load(gen)
+    n1 = X.shape[0]
+    Kx, Tx, tabX = image_tables(prog, X, want_ntk, chunk)
+    if Y is None:
+        iu, ju = np.triu_indices(n1, k=1)
+        K = np.empty((n1, n1))
+        T = np.empty((n1, n1))
+        K[np.arange(n1), np.arange(n1)] = Kx
+        T[np.arange(n1), np.arange(n1)] = Tx
+        for s in range(0, len(iu), block):
+            a, b = iu[s:s + block], ju[s:s + block]
+            k, t = run_pairs(gen, mod, X, X, tabX, tabX, a, b, threads)
+            K[a, b] = k
+            K[b, a] = k
+            T[a, b] = t
+            T[b, a] = t
+    else:
+        n2 = Y.shape[0]
+        _, _, tabY = image_tables(prog, Y, False, chunk)
+        ia = np.repeat(np.arange(n1), n2)
+        ib = np.tile(np.arange(n2), n1)
+        K = np.empty(n1 * n2)
+        T = np.empty(n1 * n2)
+        for s in range(0, len(ia), block):
+            k, t = run_pairs(gen, mod, X, Y, tabX, tabY, ia[s:s + block], ib[s:s + block], threads)
+            K[s:s + block] = k
+            T[s:s + block] = t
+        K = K.reshape(n1, n2)
+        T = T.reshape(n1, n2)
+    return (K if "nngp" in get else None), (T if want_ntk else None)
