@@ -374,7 +374,7 @@ def _emit_entry_act(w: _W, ind: int, dc: DualCode, want_ntk: bool, y: dict, kvar
     i1_ (= 1/s1) and the hoisted lines are set; ``y`` maps "q", "s", "i" to the y-side
     expressions; ρ = c·i1_·i2_ (no division or square root per entry).  ``rx``/``ry``:
     Hermite tables ({} = degree index)."""
-    if Q2 in dc.uses:
+    if Q2 in dc.uses or dc.uses_rho:
         w(ind, f"q2 = {y['q']}")
     if S2 in dc.uses:
         w(ind, f"s2 = {y['s']}")
@@ -383,7 +383,9 @@ def _emit_entry_act(w: _W, ind: int, dc: DualCode, want_ntk: bool, y: dict, kvar
     if dc.uses_rho or hermite_ntk:
         w(ind, f"isq_ = i1_ * {y['i']}")
     if dc.uses_rho:
-        w(ind, "rho = c * isq_")
+        # an image's own pixel diagonal: c, q1, q2 are the same number, and ρ is exactly 1
+        # (c·(1/√q)² may round to 1 − 2⁻⁵³, which would cost ~1e-8 through acos)
+        w(ind, "rho = 1.0 if (c == q1 and c == q2) else c * isq_")
     if dc.uses_rho:
         w(ind, "rho = 1.0 if rho > 1.0 else (-1.0 if rho < -1.0 else rho)")
     if dc.kind == "closed":
@@ -426,7 +428,7 @@ def _emit_stage(w: _W, name: str, st: Stage, prog: ImageProgram, duals: dict, wa
     lp, li, lo = st.lprod, st.lin, st.lout
     desc = st.producer + (f" {st.pop.fh}x{st.pop.fw}" if st.producer in ("conv", "pool") else "")
     desc += (f" -> {ops[l].act.label}" if l is not None else "") + (f" -> {st.sink}" if st.sink != "store" else "")
-    w(0, "@njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})")
+    w(0, "@njit(cache=True, nogil=True, error_model='numpy')")
     w(0, f"def {name}({', '.join(args)}):")
     w(1, f'"""{desc}: {HIN}x{WIN} -> {HO}x{WO} pixels; plane layouts in {li}, work {lp}, out {lo}.')
     w(1, f'nw = {WO}, nsp = {_span_of(st)} (run-time values)."""')
@@ -727,6 +729,110 @@ def _emit_buffers(w: _W, ind: int, state: int, plane: int, want_ntk: bool):
     w(ind, f"rt = np.zeros({plane})")
 
 
+def _emit_diag(w: _W, name: str, st: Stage):
+    """Pixel variances of the state a stage's activation sees, q[i] = K_xx[i, i], from the
+    stored input state of an image with itself — the producer's arithmetic on the diagonal
+    entries only, in the same order, so q is bit-identical to the entries the stage makes."""
+    op, li = st.pop, st.lin
+    HO, WO, HIN, WIN = st.ho, st.wo, st.hin, st.win
+    w(0, "@njit(cache=True, nogil=True, error_model='numpy')")
+    w(0, f"def {name}(Kin, q):")
+    w(1, f'"""Diagonal of the {st.producer} output ({HO}x{WO} pixels) from input layout {li}."""')
+    w(1, f"for i1 in range({HO}):")
+    w(2, f"for j1 in range({WO}):")
+    ind = 3
+    if st.producer == "conv":
+        S = op.w2 / (op.fh * op.fw)
+        taps = [(a_, b_) for a_ in range(op.fh) for b_ in range(op.fw)]
+        ilo, ihi = op.ph, HIN - (op.fh - 1 - op.ph)
+        jlo, jhi = op.pw, WIN - (op.fw - 1 - op.pw)
+        w(ind, f"if i1 >= {ilo} and i1 < {ihi} and j1 >= {jlo} and j1 < {jhi}:")
+        for a_, b_ in taps:
+            w(ind + 1, f"r1 = i1 + {a_ - op.ph}")
+            w(ind + 1, f"c1 = j1 + {b_ - op.pw}")
+            w(ind + 1, f"d{a_}_{b_} = Kin[(r1 * {WIN} + c1) * {li.size} + {li.first} + r1 * {li.stride} + c1]")
+        w(ind + 1, "kk = " + " + ".join(f"d{a_}_{b_}" for a_, b_ in taps))
+        w(ind, "else:")
+        w(ind + 1, "kk = 0.0")
+        w(ind + 1, f"for a in range({op.fh}):")
+        w(ind + 2, f"r1 = i1 + a - {op.ph}")
+        w(ind + 2, f"if r1 < 0 or r1 >= {HIN}:")
+        w(ind + 3, "continue")
+        w(ind + 2, f"for b in range({op.fw}):")
+        w(ind + 3, f"c1 = j1 + b - {op.pw}")
+        w(ind + 3, f"if c1 < 0 or c1 >= {WIN}:")
+        w(ind + 4, "continue")
+        w(ind + 3, f"kk += Kin[(r1 * {WIN} + c1) * {li.size} + {li.first} + r1 * {li.stride} + c1]")
+        w(ind, f"q[i1 * {WO} + j1] = {S!r} * kk + {op.b2!r}")
+    elif st.producer == "pool":
+        inv = 1.0 / (op.fh * op.fw) ** 2
+        w(ind, "acc = 0.0")
+        w(ind, f"for a1 in range({op.fh}):")
+        w(ind + 1, f"for b1 in range({op.fw}):")
+        w(ind + 2, f"src = ((i1 * {op.fh} + a1) * {WIN} + j1 * {op.fw} + b1) * {li.size}")
+        w(ind + 2, f"for a2 in range({op.fh}):")
+        w(ind + 3, f"ri = src + (i1 * {op.fh} + a2 + {li.pt}) * {li.stride} + {li.pl}")
+        w(ind + 3, f"for b2 in range({op.fw}):")
+        w(ind + 4, f"acc += Kin[ri + j1 * {op.fw} + b2]")
+        w(ind, f"q[i1 * {WO} + j1] = acc * {inv!r}")
+    else:  # dense / ident: the stored diagonal entry
+        w(ind, f"v = Kin[(i1 * {WO} + j1) * {li.size} + {li.first} + i1 * {li.stride} + j1]")
+        w(ind, f"q[i1 * {WO} + j1] = {op.w2!r} * v + {op.b2!r}" if st.producer == "dense" else
+               f"q[i1 * {WO} + j1] = v")
+    w(0)
+
+
+def _emit_self_driver(w: _W, items, names, prog, duals, want_ntk, state, plane):
+    """``self_pass``: every image with itself, filling the per-pixel tables of every activation
+    on the way (closed-form duals only) and returning K(x, x), Θ(x, x)."""
+    targs = []
+    for l in prog.act_ops:
+        targs += [f"qA{l}", f"sA{l}", f"iA{l}"]
+    dnames = {}
+    for (kind, it), nm in zip(items, names):
+        if kind == "stage" and it.act_index is not None:
+            dnames[nm] = nm + "_diag"
+            _emit_diag(w, dnames[nm], it)
+    w(0, "@njit(nogil=True, cache=True, error_model='numpy')")
+    w(0, f"def self_pass(A, BT, ia, dims, {', '.join(targs + ['outK', 'outT'])}):")
+    w(1, '"""Images A[ia[p]] with themselves; fills the tables q, sqrt(q), 1/sqrt(q) of every')
+    w(1, 'activation for those images (rows ia[p]) before the activation runs."""')
+    _emit_buffers(w, 1, state, plane, want_ntk)
+    w(1, "for p in range(ia.shape[0]):")
+    w(2, "a = ia[p]")
+    w(2, "b = a")
+    w(2, "k = 0.0")
+    w(2, "t = 0.0")
+    ltab = {l: _tables(l, False) for l in prog.act_ops}
+    ltab = {l: [x.replace("B", "A") for x in v] for l, v in ltab.items()}
+    cur = 0
+    dims: list = []
+    for (kind, it), nm in zip(items, names):
+        if kind == "stage":
+            if it.act_index is not None:
+                l = it.act_index
+                w(2, f"{dnames[nm]}(K{cur}, qA{l}[a])")
+                w(2, f"for z in range(qA{l}.shape[1]):")
+                w(3, f"v = math.sqrt(qA{l}[a, z])")
+                w(3, f"sA{l}[a, z] = v")
+                w(3, f"iA{l}[a, z] = 1.0 / v if v > 0.0 else 0.0")
+            call, cur = _stage_call(it, nm, cur, want_ntk, ltab, dims)
+            w(2, f"k, t = {call}" if it.sink in ("flatten", "gap") else call)
+        else:
+            op = prog.ops[it]
+            if op.kind == "act":
+                w(2, f"qA{it}[a] = k")
+                w(2, f"sA{it}[a] = math.sqrt(k)")
+                w(2, f"iA{it}[a] = 1.0 / sA{it}[a] if sA{it}[a] > 0.0 else 0.0")
+            lines = _W()
+            _emit_scalar_op(lines, 2, op, it, duals, want_ntk)
+            for line in lines.lines:
+                w(0, line.replace("qB", "qA").replace("sB", "sA").replace("iB", "iA"))
+    w(2, "outK[p] = k")
+    w(2, "outT[p] = t")
+    w(0)
+
+
 def _emit_pair_driver(w: _W, items, prog, duals, want_ntk):
     names = []
     for k, (kind, it) in enumerate(items):
@@ -763,6 +869,8 @@ def _emit_pair_driver(w: _W, items, prog, duals, want_ntk):
     w(2, "outK[p] = k")
     w(2, "outT[p] = t")
     w(0)
+    if all(duals[l].kind == "closed" for l in prog.act_ops):
+        _emit_self_driver(w, items, names, prog, duals, want_ntk, state, plane)
     return dims, (state, plane)
 
 
@@ -851,6 +959,35 @@ def _roots(q: np.ndarray):
     return q, s, i
 
 
+def run_self(gen: Generated, mod, A: np.ndarray, threads: int | None = None):
+    """Each image with itself through the generated ``self_pass`` (closed-form duals):
+    (K(x, x) (n,), Θ(x, x) (n,), tables {op index: (q, √q, 1/√q, None)})."""
+    n = A.shape[0]
+    ops = gen.prog.ops
+    tables, args = {}, []
+    for l in gen.acts:
+        shape = (n, ops[l].hin * ops[l].win) if ops[l].spatial else (n,)
+        t = (np.zeros(shape), np.zeros(shape), np.zeros(shape))
+        tables[l] = (*t, None)
+        args += list(t)
+    A2 = np.ascontiguousarray(A.reshape(n, -1, A.shape[-1]))
+    AT = np.ascontiguousarray(A2.transpose(0, 2, 1))
+    ia = np.arange(n, dtype=np.int64)
+    outK, outT = np.empty(n), np.empty(n)
+    _in_threads(lambda lo, hi: mod.self_pass(A2, AT, ia[lo:hi], gen.pair_dims, *args, outK[lo:hi], outT[lo:hi]),
+                n, threads or default_threads())
+    return outK, outT, tables
+
+
+def _self(prog, gen, mod, A, want_ntk, chunk, threads):
+    if hasattr(mod, "self_pass"):
+        K, T, tab = run_self(gen, mod, A, threads)
+        return K, (T if want_ntk else np.zeros_like(T)), tab
+    from dualcalc.conv_kernel import image_tables
+
+    return image_tables(prog, A, want_ntk, chunk)
+
+
 def _pad_pair(RA, RB):
     L = max(RA.shape[-1], RB.shape[-1])
     pad = lambda R: np.concatenate([R, np.zeros(R.shape[:-1] + (L - R.shape[-1],))], axis=-1) if R.shape[-1] < L else R
@@ -885,13 +1022,11 @@ def numba_conv_kernel(prog: ImageProgram, X: np.ndarray, Y: np.ndarray | None, g
     ``chunk``: images per batch of the self pass (their P×P states are held at once);
     ``block``: pairs per call; ``threads``: worker threads (default: the usable cores).
     """
-    from dualcalc.conv_kernel import image_tables
-
     want_ntk = "ntk" in get
     gen = generate(prog, want_ntk)
     mod = load(gen)
     n1 = X.shape[0]
-    Kx, Tx, tabX = image_tables(prog, X, want_ntk, chunk)
+    Kx, Tx, tabX = _self(prog, gen, mod, X, want_ntk, chunk, threads)
     if Y is None:
         iu, ju = np.triu_indices(n1, k=1)
         K = np.empty((n1, n1))
@@ -907,7 +1042,7 @@ def numba_conv_kernel(prog: ImageProgram, X: np.ndarray, Y: np.ndarray | None, g
             T[b, a] = t
     else:
         n2 = Y.shape[0]
-        _, _, tabY = image_tables(prog, Y, False, chunk)
+        _, _, tabY = _self(prog, gen, mod, Y, False, chunk, threads)
         ia = np.repeat(np.arange(n1), n2)
         ib = np.tile(np.arange(n2), n1)
         K = np.empty(n1 * n2)
