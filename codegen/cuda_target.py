@@ -184,8 +184,19 @@ def _kernel(spec: KernelSpec, printer: CudaPrinter, suffix: str, want_k: bool, w
     return L
 
 
+_GENERATED: dict = {}
+
+
 def generate(spec: KernelSpec, get=("nngp", "ntk")) -> GeneratedCuda:
-    """CUDA C of ``spec``: double and float variants of the duals and of the kernel."""
+    """CUDA C of ``spec``: double and float variants of the duals and of the kernel (memoised)."""
+    key = (spec.key, "nngp" in get, "ntk" in get)
+    gen = _GENERATED.get(key)
+    if gen is None:
+        gen = _GENERATED[key] = _generate(spec, get)
+    return gen
+
+
+def _generate(spec: KernelSpec, get) -> GeneratedCuda:
     want_k, want_t = "nngp" in get, "ntk" in get
     outs = ", ".join(n for n, w in (("nngp", want_k), ("ntk", want_t)) if w)
     L = [

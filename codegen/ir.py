@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import sympy as sp
 
@@ -57,6 +58,19 @@ class KernelSpec:
     def act_ops(self) -> list[ActOp]:
         return [op for op in self.ops if isinstance(op, ActOp)]
 
+    @cached_property
+    def key(self) -> str:
+        """Everything the emitted text depends on (the duals' expressions included)."""
+        parts = [self.description]
+        for op in self.ops:
+            if isinstance(op, DenseOp):
+                parts.append(repr((op.w2, op.b2, op.standard, op.width, op.bias)))
+            else:
+                parts.append(repr((op.slot, op.method, op.rule, op.name, op.zero_ntk, op.hermite_slot,
+                                   sp.srepr(op.k) if op.k is not None else None,
+                                   sp.srepr(op.kdot) if op.kdot is not None else None)))
+        return "\n".join(parts)
+
 
 def _ident(label: str) -> str:
     s = re.sub(r"[^0-9a-zA-Z_]+", "_", label).strip("_").lower()
@@ -77,7 +91,20 @@ def describe_layer(layer) -> str:
 
 
 def build_spec(net) -> KernelSpec:
-    """The emitter program of a fully connected network (Dense and activation layers)."""
+    """The emitter program of a fully connected network (Dense and activation layers);
+    kept on the network object (its layers are immutable)."""
+    cached = getattr(net, "_kernel_spec", None)
+    if cached is not None and cached[0] is net.layers:
+        return cached[1]
+    spec = _build_spec(net)
+    try:
+        net._kernel_spec = (net.layers, spec)
+    except AttributeError:
+        pass
+    return spec
+
+
+def _build_spec(net) -> KernelSpec:
     from dualcalc.network import Dense
 
     ops: list = []

@@ -261,8 +261,20 @@ class _Emitter:
         return out
 
 
+_GENERATED: dict = {}
+
+
 def generate(spec: KernelSpec, get=("nngp", "ntk")) -> GeneratedModule:
-    """The Numba module text of ``spec`` for the requested outputs."""
+    """The Numba module text of ``spec`` for the requested outputs (memoised per process:
+    printing and common-subexpression elimination are not free)."""
+    key = (spec.key, "nngp" in get, "ntk" in get)
+    gen = _GENERATED.get(key)
+    if gen is None:
+        gen = _GENERATED[key] = _generate(spec, get)
+    return gen
+
+
+def _generate(spec: KernelSpec, get) -> GeneratedModule:
     want_k, want_t = "nngp" in get, "ntk" in get
     printer = NumbaPrinter()
     duals: list[str] = []
@@ -317,11 +329,17 @@ def generate(spec: KernelSpec, get=("nngp", "ntk")) -> GeneratedModule:
     return GeneratedModule(text, digest, want_k, want_t, spec.n_act, spec.n_hermite, tuple(hoisted))
 
 
+_LAMBDIFIED: dict = {}
+
+
 def hoisted_values(gen: GeneratedModule, qs: list[np.ndarray], n: int) -> np.ndarray:
     """The per-point rows H[m, i] = f_m(q_i) (float64), q from the activation slot of row m."""
     H = np.zeros((max(len(gen.hoisted), 1), n))
     for m, (slot, f) in enumerate(gen.hoisted):
-        fn = sp.lambdify((Q1SYM, S1SYM), f, modules=[{"Pos": lambda v: np.maximum(v, 0.0)}, "numpy"])
+        fn = _LAMBDIFIED.get(f)
+        if fn is None:
+            fn = _LAMBDIFIED[f] = sp.lambdify((Q1SYM, S1SYM), f,
+                                              modules=[{"Pos": lambda v: np.maximum(v, 0.0)}, "numpy"])
         q = qs[slot]
         with np.errstate(all="ignore"):
             H[m] = np.broadcast_to(np.asarray(fn(q, np.sqrt(q)), dtype=np.float64), q.shape)
@@ -355,6 +373,32 @@ def padded_tables(Rx: np.ndarray, Ry: np.ndarray | None, unroll: int = HORNER_UN
     HY = np.zeros((dp + 1, Ry.shape[0]))
     HY[: deg + 1] = Ry.T
     return HX, HY
+
+
+def gram_panel(X: np.ndarray, Y: np.ndarray, G: np.ndarray, r0: int, r1: int, sym: bool) -> None:
+    """Write ⟨x_i, y_j⟩ for rows [r0, r1) into G (for sym only the columns j ≥ r0 are needed).
+
+    K(X, X): the diagonal block by BLAS ``syrk`` (half the work; in place for a single panel,
+    where G.T is the Fortran-ordered matrix BLAS writes — NumPy's ``X @ X.T`` also calls syrk
+    but then copies the triangle, a strided pass over the whole matrix), the rest by ``gemm``
+    straight into the output rows.
+    """
+    if not sym:
+        np.matmul(X[r0:r1], Y.T, out=G[r0:r1])
+        return
+    from scipy.linalg import blas
+
+    syrk = blas.ssyrk if G.dtype == np.float32 else blas.dsyrk
+    A = X[r0:r1].T  # Fortran-ordered view, no copy
+    if r0 == 0 and r1 == G.shape[0]:
+        res = syrk(1.0, A, beta=0.0, c=G.T, trans=1, lower=1, overwrite_c=1)
+        if not np.shares_memory(res, G):  # the wrapper had to copy: write the result back
+            G[...] = res.T
+        return
+    block = syrk(1.0, A, trans=1, lower=1)  # (m × m), its lower triangle = upper of the block
+    G[r0:r1, r0:r1] = block.T
+    if r1 < G.shape[1]:
+        np.matmul(X[r0:r1], X[r1:].T, out=G[r0:r1, r1:])
 
 
 def default_block_size(n1: int, n2: int) -> int:
@@ -439,13 +483,9 @@ def run(spec: KernelSpec, plan, X: np.ndarray, Y: np.ndarray | None, get, dtype,
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, unit="entries", unit_scale=True, desc="dualcalc kernel", leave=False)
-    Yt = Yd.T
     try:
         for r0, r1 in panels:
-            if sym:
-                np.matmul(X[r0:r1], Yt[:, r0:], out=G[r0:r1, r0:])
-            else:
-                np.matmul(X[r0:r1], Yt, out=G[r0:r1])
+            gram_panel(X, Yd, G, r0, r1, sym)
             tiles = tiles_for_panel(r0, r1, n2, sym)
             mod.kernel(Kin, Tin, tiles, sym, inv_d, float(d), Q1, Q2, S1, S2, R1, R2, H1, H2, *tables)
             if sym:  # the diagonal: the points' own recursion (c = q, rho = 1 exactly)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .errors import BackendError, ParameterError
+from .errors import BackendError, InputError, ParameterError
 
 BACKENDS = ("auto", "numpy", "numba", "cuda")
 
@@ -55,6 +55,12 @@ def run_backend(net, X: np.ndarray, Y: np.ndarray | None, *, get: Sequence[str],
         return numpy_kernel(net, X, Y, get)
     spec = build_spec(net)
     plan = recursion_plan(net, X, Y)
+    if np.dtype(dtype) == np.float32:  # the Gram product runs in float32: its entries must fit
+        big = float(np.finfo(np.float32).max) / 4
+        for A, name in ((X, "X"), (Y, "Y")):
+            if A is not None and float(np.max(np.einsum("ij,ij->i", A, A, dtype=np.float64))) > big:
+                raise InputError(f"the squared norms of the rows of {name} overflow float32; "
+                                 "use dtype=float64 or rescale the data")
     if backend == "numba":
         from codegen import numba_target
 

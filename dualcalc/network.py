@@ -128,6 +128,8 @@ class Network:
             raise ParameterError(f"get must name 'nngp' and/or 'ntk', got {get!r}")
         X, Y = validate_inputs(X, Y, dtype)
         if backend == "numpy":
+            if options:
+                raise ParameterError(f"the numpy backend takes no options, got {sorted(options)}")
             return numpy_kernel(self, X, Y, get)
         from .backends import run_backend  # generated backends live beside codegen
 

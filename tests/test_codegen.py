@@ -206,6 +206,19 @@ def test_compile_ptx_with_nvrtc():
         cuda_target.compile_ptx('extern "C" __global__ void broken( { }')
 
 
+def test_ptx_cached_by_content(tmp_path, monkeypatch):
+    ok, why = cuda_target.nvrtc_available()
+    if not ok:
+        pytest.skip(why)
+    monkeypatch.setenv("DUALCALC_CACHE_DIR", str(tmp_path))
+    gen = cuda_target.generate(build_spec(_net(dc.activation("relu"))))
+    ptx = cuda_target.cached_ptx(gen)
+    files = sorted(p.name for p in (tmp_path / "cuda").iterdir())
+    assert files == [f"dc_cuda_{gen.digest}.cu", f"dc_cuda_{gen.digest}_{cuda_target.DEFAULT_ARCH}.ptx"]
+    monkeypatch.setattr(cuda_target, "compile_ptx", lambda *a, **k: pytest.fail("compiled again"))
+    assert cuda_target.cached_ptx(gen) == ptx
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", ["relu", "gelu", "tanh"])
 def test_cuda_matches_numpy(name):

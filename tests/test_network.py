@@ -239,6 +239,8 @@ def test_overflowing_values_refused():
         NET.kernel(np.full((2, 3), 1e200), backend="numpy")
     with pytest.raises(InputError, match="range of float32"):
         NET.kernel(np.full((2, 3), 1e100), backend="numpy", dtype=np.float32)
+    with pytest.raises(InputError, match="overflow float32"):
+        NET.kernel(np.full((2, 3), 3e19), backend="numba", dtype=np.float32)
     exp_net = dc.serial(dc.Dense(3.0, 0.0), "exp", dc.Dense(3.0, 0.0), "exp", dc.Dense())
     with pytest.raises(InputError, match="not finite"):
         exp_net.kernel(np.full((2, 3), 30.0), backend="numpy")
@@ -254,6 +256,8 @@ def test_bad_options():
         NET.kernel(X, backend="tpu")
     with pytest.raises(ParameterError, match="unknown option"):
         NET.kernel(X, backend="numba", blocksize=3)
+    with pytest.raises(ParameterError, match="no options"):
+        NET.kernel(X, backend="numpy", block_size=3)
 
 
 def test_cuda_without_gpu_is_a_specific_error():
