@@ -1054,3 +1054,36 @@ def numba_conv_kernel(prog: ImageProgram, X: np.ndarray, Y: np.ndarray | None, g
         K = K.reshape(n1, n2)
         T = T.reshape(n1, n2)
     return (K if "nngp" in get else None), (T if want_ntk else None)
+
+
+# ---------------------------------------------------------------------------------------------
+# the CNTK sketch's convolution: shifted copies concatenated and count-sketched in one pass
+_SCATTER_SRC = '''"""Convolution of per-pixel features with a phase count sketch of the concatenation
+(dualcalc.sketch.conv_sketch), written by codegen/conv_numba.py."""
+from numba import njit
+
+
+@njit(cache=True, nogil=True)
+def conv_scatter(F, da, db, hb, ph, out):
+    """out[n, i, j, hb[t, c]] += ph[t, c] * F[n, i + da[t], j + db[t], c] over the taps t
+    whose source pixel lies inside the image (zero padding); out is (n, Ho, Wo, m)."""
+    nb, H, W, d = F.shape
+    Ho, Wo = out.shape[1], out.shape[2]
+    for n in range(nb):
+        for i in range(Ho):
+            for j in range(Wo):
+                for t in range(da.shape[0]):
+                    ii = i + da[t]
+                    jj = j + db[t]
+                    if ii < 0 or ii >= H or jj < 0 or jj >= W:
+                        continue
+                    for c in range(d):
+                        out[n, i, j, hb[t, c]] += ph[t, c] * F[n, ii, jj, c]
+'''
+
+
+def conv_scatter():
+    """The compiled scatter kernel (cached beside its source like the generated modules)."""
+    gen = Generated(_SCATTER_SRC, "dualcalc_conv_scatter_" + hashlib.sha256(_SCATTER_SRC.encode()).hexdigest()[:16],
+                    None, False, [], {}, {})
+    return load(gen).conv_scatter

@@ -8,9 +8,11 @@ fully connected sketch (:mod:`~dualcalc.sketch.srht`, :mod:`~dualcalc.sketch.pol
 generated Σ-sketch weighting of :mod:`codegen.sketch_numba`):
 
 * input          ψ_i = x_i/√C, φ = ∅
-* Conv f×f       exact: ψ_i ← (W/√(fh·fw))·[ψ_{i+δ}]_δ ⊕ b  (the shifted copies concatenated, zero
-                 outside the image), φ_i ← (W/√(fh·fw))·[φ_{i+δ}]_δ ⊕ ψ_i;  then an SRHT brings
-                 both back to the per-pixel dimension m (the same map at every pixel)
+* Conv f×f       ψ_i ← (W/√(fh·fw))·[ψ_{i+δ}]_δ ⊕ b  (the shifted copies concatenated, zero outside
+                 the image: exact), φ_i ← (W/√(fh·fw))·[φ_{i+δ}]_δ ⊕ ψ_i; both concatenations
+                 are brought back to the per-pixel dimension m by a phase CountSketch (the same
+                 map at every pixel and image, balanced buckets, distinct ones — no error at
+                 all — while the concatenation fits), computed in one pass without forming them
 * Dense (NTK)    ψ ← [Wψ, b], φ ← [Wφ, ψ]  (per pixel on images)
 * activation σ   per pixel, at the exact pixel variance q_i = K_xx[i, i]: u = ψ_i/‖ψ_i‖, U_l the
                  PolySketch of u^{⊗l}; ψ_i ← Σ-sketch of ⊕_l r_l(q_i) U_l, δ = Σ-sketch of
@@ -38,9 +40,9 @@ from sklearn.utils.validation import check_is_fitted
 from ..conv import image_program, validate_images
 from ..errors import InputError, ParameterError
 from .coefficients import CoefficientTable
-from .kernel_sketch import _weight_plan
+from .kernel_sketch import _weight_plan, balanced_buckets
 from .polysketch import PolySketch
-from .srht import SRHT, CountSketch, TensorSRHT, to_real
+from .srht import CountSketch, TensorSRHT, random_phases, to_real
 
 __all__ = ["ConvKernelSketch"]
 
@@ -70,6 +72,24 @@ def _shift_concat(F: np.ndarray, op, scale: float) -> np.ndarray:
     return out
 
 
+def _scatter(st, cfg, feats, cdt) -> np.ndarray:
+    """The convolution of per-pixel features followed by the count sketch ``cfg``, in one pass
+    (:func:`codegen.conv_numba.conv_scatter`) without forming the concatenation."""
+    from codegen.conv_numba import conv_scatter
+
+    op = st["op"]
+    F0 = feats[0]
+    nb = F0.shape[0]
+    out = np.zeros((nb, op.hout, op.wout, cfg["m"]), dtype=cdt)
+    kern = conv_scatter()
+    for F, (h, ph) in zip(feats, cfg["blocks"]):
+        kern(np.ascontiguousarray(F, dtype=cdt), st["da"], st["db"], h, ph.astype(cdt), out)
+    if cfg["bias"] is not None:
+        b, v = cfg["bias"]
+        out[..., b] += cdt.type(v)
+    return out
+
+
 class ConvKernelSketch(TransformerMixin, BaseEstimator):
     """Random features of a convolutional network's NTK or NNGP: Z Zᵀ ≈ net.kernel(X).ntk.
 
@@ -80,8 +100,9 @@ class ConvKernelSketch(TransformerMixin, BaseEstimator):
     kernel : "ntk" or "nngp".
     degree : truncation degree of every activation's series (int, or one per activation).
     random_state : int, RandomState, Generator or None.
-    internal_dim : complex dimension of the per-pixel features and of the PolySketch nodes
-        (default min(⌈m/2⌉, 256)); the cost per image grows about linearly with it.
+    internal_dim : complex dimension of the per-pixel features and of the PolySketch nodes, one
+        number or one per activation (default: see :meth:`_internal_dims`); the cost per image
+        grows about linearly with it.
     precision : "single" (complex64, default) or "double".
     chunk_size : images per chunk (default: from a 512 MB working-set budget).
     """
@@ -105,9 +126,10 @@ class ConvKernelSketch(TransformerMixin, BaseEstimator):
             raise ParameterError(f"kernel must be 'ntk' or 'nngp', got {self.kernel!r}")
         if self.precision not in ("single", "double"):
             raise ParameterError(f"precision must be 'single' or 'double', got {self.precision!r}")
-        if self.internal_dim is not None and (not isinstance(self.internal_dim, numbers.Integral)
-                                              or self.internal_dim < 2):
-            raise ParameterError(f"internal_dim must be an integer ≥ 2 or None, got {self.internal_dim!r}")
+        v = self.internal_dim
+        if v is not None and not all(isinstance(x, numbers.Integral) and not isinstance(x, bool) and x >= 2
+                                     for x in np.atleast_1d(np.asarray(v, dtype=object))):
+            raise ParameterError(f"internal_dim must be an integer ≥ 2 (or one per activation) or None, got {v!r}")
         if self.chunk_size is not None and (not isinstance(self.chunk_size, numbers.Integral) or self.chunk_size < 1):
             raise ParameterError(f"chunk_size must be a positive integer, got {self.chunk_size!r}")
 
@@ -121,8 +143,8 @@ class ConvKernelSketch(TransformerMixin, BaseEstimator):
         gen = np.random.default_rng(rng.randint(0, 2**63 - 1, dtype=np.int64))
         m = int(self.n_components)
         k_out = (m + 1) // 2
-        mp = int(self.internal_dim) if self.internal_dim is not None else min(k_out, 256)
         acts = prog.act_ops
+        mps = self._internal_dims(prog, k_out)
         degrees = self.degree
         if np.ndim(degrees) == 0:
             degrees = [degrees] * len(acts)
@@ -137,17 +159,27 @@ class ConvKernelSketch(TransformerMixin, BaseEstimator):
         a = 0
         for i, op in enumerate(ops):
             nxt = ops[i + 1].kind if i + 1 < len(ops) else None
+            nxt_act = [j for j in acts if j > i]
+            mp = mps[acts.index(nxt_act[0])] if nxt_act else (mps[-1] if mps else k_out)
             if op.kind == "conv":
                 taps = op.fh * op.fw
-                dpsi = taps * dpsi + (1 if op.b2 > 0 else 0)
-                dphi = dpsi if dphi is None else taps * dphi + dpsi
-                st = {"kind": "conv", "op": op}
-                # bring the grown dimension back to mp with one SRHT per feature (same map at
-                # every pixel and image); a following activation reads them at dimension mp
-                st["srht_psi"] = SRHT(dpsi, mp, gen) if dpsi > mp else None
-                st["srht_phi"] = SRHT(dphi, mp, gen) if (self.kernel == "ntk" and dphi > mp) else None
-                dpsi = min(dpsi, mp)
-                dphi = min(dphi, mp) if self.kernel == "ntk" else dphi
+                bias = op.b2 > 0
+                sc = np.sqrt(op.w2 / taps)
+                st = {"kind": "conv", "op": op,
+                      "da": np.array([a_ - op.ph for a_ in range(op.fh) for _ in range(op.fw)], dtype=np.int64),
+                      "db": np.array([b_ - op.pw for _ in range(op.fh) for b_ in range(op.fw)], dtype=np.int64)}
+                D = taps * dpsi + bias
+                out_psi = min(D, mp)
+                st["psi"] = self._scatter_map(gen, taps, [dpsi], [sc], bias, np.sqrt(op.b2), out_psi)
+
+                if self.kernel == "ntk":
+                    blocks = [dpsi] if dphi is None else [dphi, dpsi]
+                    scales = [sc] if dphi is None else [sc, sc]
+                    Dphi = taps * sum(blocks) + bias
+                    st["phi"] = self._scatter_map(gen, taps, blocks, scales, bias, np.sqrt(op.b2), min(Dphi, mp))
+
+                    dphi = min(Dphi, mp)
+                dpsi = out_psi
                 plan.append(st)
             elif op.kind == "dense":
                 dpsi = dpsi + (1 if op.b2 > 0 else 0)
@@ -182,8 +214,45 @@ class ConvKernelSketch(TransformerMixin, BaseEstimator):
                      "cs": CountSketch(final, k_out, gen) if final is not None else None})
         self.plan_ = plan
         self.program_ = prog
-        self.internal_dim_ = mp
+        self.internal_dims_ = mps
         return self
+
+    @staticmethod
+    def _scatter_map(gen, taps, dims, scales, bias, bval, m):
+        """Phase count sketch of [block_0 shifted copies | block_1 shifted copies | bias] into m
+        buckets: per block (hash (taps, d), phase·scale (taps, d)), and the bias's bucket, value."""
+        total = taps * sum(dims) + (1 if bias else 0)
+        h = balanced_buckets(gen, total, m)
+        ph = random_phases(gen, total)
+        maps, k = [], 0
+        for d, sc in zip(dims, scales):
+            n = taps * d
+            maps.append((np.ascontiguousarray(h[k:k + n].reshape(taps, d)),
+                         np.ascontiguousarray((ph[k:k + n] * sc).reshape(taps, d))))
+            k += n
+        b = (int(h[k]), complex(ph[k] * bval)) if bias else None
+        return {"m": m, "blocks": maps, "bias": b}
+
+    def _internal_dims(self, prog, k_out) -> list[int]:
+        """Complex per-pixel dimension at every activation: ``internal_dim`` (one number or one
+        per activation), by default ⌈m/2⌉ capped at 512 at 8×8 pixels and below, halved for
+        every factor 4 of more pixels (at least 64): pooling averages the early layers' sketch
+        errors over many pixels, so they need fewer dimensions than the last ones."""
+        acts = prog.act_ops
+        v = self.internal_dim
+        if v is None:
+            out = []
+            for l in acts:
+                P = max(prog.ops[l].hin * prog.ops[l].win, 1)
+                d = min(k_out, 512) / np.sqrt(max(P / 64.0, 1.0))
+                out.append(int(max(min(64, k_out), round(d))))
+            return out
+        if np.ndim(v) == 0:
+            return [int(v)] * len(acts)
+        v = [int(x) for x in v]
+        if len(v) != len(acts):
+            raise ParameterError(f"internal_dim needs one value per activation ({len(acts)}), got {len(v)}")
+        return v
 
     # -- transform ---------------------------------------------------------------------------------
     def transform(self, X):
@@ -207,7 +276,7 @@ class ConvKernelSketch(TransformerMixin, BaseEstimator):
         if self.chunk_size is not None:
             return int(self.chunk_size)
         H, W, C = self.input_shape_
-        mp = self.internal_dim_
+        mp = max(self.internal_dims_ + [1])
         taps = max([op.fh * op.fw for op in self.program_.ops if op.kind == "conv"] + [1])
         per_image = 8 * H * W * mp * (2 * taps + 4 * max(self.degrees_ + [1]) + 8)
         return int(np.clip((512 << 20) // max(per_image, 1), 1, 256))
@@ -242,16 +311,10 @@ class ConvKernelSketch(TransformerMixin, BaseEstimator):
             kind = st["kind"]
             if kind == "conv":
                 op = st["op"]
-                sc = np.sqrt(op.w2 / (op.fh * op.fw))
-                new = _shift_concat(psi, op, sc)
-                if op.b2 > 0:
-                    new = np.concatenate([new, np.full(new.shape[:-1] + (1,), np.sqrt(op.b2), dtype=cdt)], axis=-1)
+                new_psi = _scatter(st, st["psi"], [psi], cdt)
                 if self.kernel == "ntk":
-                    phi = new if phi is None else np.concatenate([_shift_concat(phi, op, sc), new], axis=-1)
-                psi = new
-                psi = self._srht(st["srht_psi"], psi, cdt)
-                if phi is not None:
-                    phi = self._srht(st["srht_phi"], phi, cdt)
+                    phi = _scatter(st, st["phi"], [psi] if phi is None else [phi, psi], cdt)
+                psi = new_psi
             elif kind == "dense":
                 op = st["op"]
                 W = np.sqrt(op.w2)
@@ -306,13 +369,6 @@ class ConvKernelSketch(TransformerMixin, BaseEstimator):
             if o is op:
                 return i
         raise KeyError(op)  # pragma: no cover
-
-    @staticmethod
-    def _srht(S, F, cdt):
-        if S is None:
-            return F
-        shape = F.shape[:-1]
-        return S(np.ascontiguousarray(F.reshape(-1, F.shape[-1])), cdt).reshape(shape + (-1,))
 
     @staticmethod
     def _pool(F, op):

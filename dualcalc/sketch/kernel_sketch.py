@@ -238,6 +238,17 @@ class KernelSketch(TransformerMixin, BaseEstimator):
     def fit(self, X, y=None):
         """Draw the sketches for X's dimension; choose the degrees on X when degree=None."""
         self._check_params()
+        from ..conv import is_conv_network  # issue 6: convolutional nets sketch per pixel (conv_sketch.py)
+
+        if is_conv_network(self.net):
+            from .conv_sketch import ConvKernelSketch
+
+            self.conv_ = ConvKernelSketch(self.net, self.n_components, self.kernel,
+                                          8 if self.degree is None else self.degree, self.random_state,
+                                          internal_dim=self.internal_dim, precision=self.precision,
+                                          chunk_size=self.chunk_size).fit(X)
+            self.plan_, self.degrees_, self.degree_errors_, self.method_ = self.conv_.plan_, self.conv_.degrees_, None, "conv"
+            return self
         X = self._validate(X, reset=True)
         prog = fc_program(self.net)
         n, d = X.shape
@@ -341,6 +352,8 @@ class KernelSketch(TransformerMixin, BaseEstimator):
 
             return sketch_transform(self, X)
         check_is_fitted(self, "plan_")
+        if getattr(self, "method_", None) == "conv":  # issue 6: per-pixel CNTK sketch (conv_sketch.py)
+            return self.conv_.transform(X)
         X = self._validate(X, reset=False)
         out_dtype = np.float32 if X.dtype == np.float32 else np.float64
         if self.method_ == "homogeneous":
