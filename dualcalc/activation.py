@@ -21,8 +21,9 @@ import sympy as sp
 
 from . import hermite as H
 from .catalog import REGISTRY, CatalogEntry, parse_entry
-from .derive import Derived, polynomial_dual, rectified_monomial_dual
-from .dual import CLOSED_FORM, DEFAULT_TOL, HERMITE, Dual, HermiteSeries
+from .derive import Derived, rectified_monomial_dual
+from .derive.engine import DEFAULT_TIMEOUT, derivative_ae, derive
+from .dual import CLOSED_FORM, DEFAULT_Q_RANGE, DEFAULT_TOL, HERMITE, Dual, HermiteSeries
 from .errors import DivergentError, FormulaError, ParameterError
 from .formula import DUAL_VARIABLES, exact_number, parse_formula
 from .symbols import c, x
@@ -74,10 +75,20 @@ def find_kinks(expr: sp.Expr) -> tuple[float, ...]:
     return tuple(sorted(roots))
 
 
-def _has_delta_derivative(expr: sp.Expr) -> bool:
+def _has_delta_derivative(expr: sp.Expr, kinks: tuple[float, ...] = ()) -> bool:
     """True when σ jumps (sign, step, or a discontinuous piecewise form): σ' holds a delta."""
     d = sp.diff(expr, x)
-    return d.has(sp.DiracDelta)
+    if d.has(sp.DiracDelta):
+        return True
+    if not kinks:
+        return False
+    f = numpy_function(expr)
+    for k in kinks:
+        h = 1e-7 * max(1.0, abs(k))
+        lo, hi, mid = (float(v) for v in f(np.array([k - h, k + h, k])))
+        if np.isfinite(lo) and np.isfinite(hi) and abs(hi - lo) > 1e-4 * (1.0 + abs(mid) + abs(lo)):
+            return True
+    return False
 
 
 class Activation:
@@ -86,17 +97,47 @@ class Activation:
     Use :func:`activation` to make one.  ``expr`` is the SymPy expression in ``x``
     with the parameter values substituted; ``params`` the values; ``dual`` the
     :class:`~dualcalc.dual.Dual` (closed form when one is known, Hermite otherwise).
+
+    Options (see :meth:`with_options`): ``tol`` and ``q_range`` — the relative accuracy
+    the Hermite method must reach and the variances over which it states it;
+    ``timeout`` — seconds allowed to the symbolic derivation before falling back to
+    Hermite; ``use_cache`` — whether derived duals are read from / written to the
+    on-disk cache.
     """
 
     def __init__(self, expr: sp.Expr, *, name: str | None = None, formula: str | None = None,
                  params: Mapping[str, Any] | None = None, entry: CatalogEntry | None = None,
-                 tol: float = DEFAULT_TOL):
+                 tol: float = DEFAULT_TOL, q_range: tuple[float, float] = DEFAULT_Q_RANGE,
+                 timeout: float | None = DEFAULT_TIMEOUT, use_cache: bool = True):
         self.expr = expr
         self.name = name
         self.formula = formula if formula is not None else str(expr)
         self.params = dict(params or {})
         self.entry = entry
         self.tol = tol
+        self.q_range = (float(q_range[0]), float(q_range[1]))
+        self.timeout = timeout
+        self.use_cache = use_cache
+
+    def with_options(self, *, tol: float | None = None, q_range: tuple[float, float] | None = None,
+                     timeout: float | None = None, use_cache: bool | None = None) -> Activation:
+        """A copy with other derivation options (the dual is derived afresh).
+
+        >>> act = dc.activation("tanh").with_options(tol=1e-10, q_range=(0.1, 10.0))
+        >>> act = dc.activation("x*exp(-x**2)*sin(3*x)").with_options(timeout=30)
+        """
+        tol = self.tol if tol is None else float(tol)
+        if not (0 < tol < 1):
+            raise ParameterError(f"tol must be in (0, 1), got {tol!r}")
+        q_range = self.q_range if q_range is None else tuple(q_range)
+        if len(q_range) != 2 or not (0 < float(q_range[0]) < float(q_range[1]) < np.inf):
+            raise ParameterError(f"q_range must be (q_min, q_max) with 0 < q_min < q_max < inf, got {q_range!r}")
+        timeout = self.timeout if timeout is None else timeout
+        if timeout is not None and not (timeout > 0):
+            raise ParameterError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        return Activation(self.expr, name=self.name, formula=self.formula, params=self.params,
+                          entry=self.entry, tol=tol, q_range=q_range, timeout=timeout,
+                          use_cache=self.use_cache if use_cache is None else bool(use_cache))
 
     def __repr__(self) -> str:
         label = self.name or self.formula
@@ -122,18 +163,26 @@ class Activation:
 
     # -- the dual ---------------------------------------------------------------
     @cached_property
+    def derivative_function(self) -> Callable[[np.ndarray], np.ndarray]:
+        """σ' (almost everywhere: deltas dropped) as a NumPy function."""
+        return numpy_function(derivative_ae(self.expr))
+
+    @cached_property
     def dual(self) -> Dual:
         derived = self._closed_form()
         if derived is not None:
             return Dual(method=CLOSED_FORM, rule=derived.rule, nngp_rho=derived.nngp,
-                        ntk_rho=derived.ntk, ntk_convention=derived.ntk_convention)
-        series = HermiteSeries(self.function, self.kinks, tol=self.tol)
+                        ntk_rho=derived.ntk, ntk_convention=derived.ntk_convention,
+                        domain=tuple(derived.domain), q_max=derived.q_max, detail=derived.detail,
+                        q_range=self.q_range)
+        jumps = _has_delta_derivative(self.expr, self.kinks)
+        series = HermiteSeries(self.function, self.kinks, tol=self.tol, df=self.derivative_function,
+                               jumps=jumps)
         # Fail early (and specifically) for activations whose square is not integrable.
         series.table(np.array([1.0]), degree=4)
-        conv = "price"
-        if _has_delta_derivative(self.expr):
-            conv = "zero-a.e."
-        return Dual(method=HERMITE, rule="hermite-quadrature", series=series, ntk_convention=conv)
+        conv = "zero-a.e." if jumps else "price"
+        return Dual(method=HERMITE, rule="hermite-quadrature", series=series, ntk_convention=conv,
+                    q_range=self.q_range)
 
     def _closed_form(self) -> Derived | None:
         e = self.entry
@@ -144,8 +193,11 @@ class Activation:
                  else sp.diff(k, c) if e.ntk_convention == "price" else sp.S.Zero)
             return Derived(nngp=k, ntk=t, rule=f"catalog:{e.name}", ntk_convention=e.ntk_convention)
         if e is not None and e.rule == "rectified_monomial":
-            return rectified_monomial_dual(int(self.params["n"]))
-        return polynomial_dual(self.expr)  # catalog rule "polynomial", or any polynomial formula
+            # the piecewise-polynomial rule derives these (fast, disk-cached); J_n as a fallback
+            d = derive(self.expr, timeout=self.timeout, use_cache=self.use_cache)
+            return d if d is not None else rectified_monomial_dual(int(self.params["n"]))
+        # catalog rule "polynomial", and any formula: recognition, then the symbolic rules
+        return derive(self.expr, timeout=self.timeout, use_cache=self.use_cache)
 
     def nngp(self, q1, q2, c):
         """k(q1, q2, c) = E[σ(u)σ(v)], (u, v) ~ N(0, [[q1, c], [c, q2]]); vectorised, float64."""
@@ -154,15 +206,22 @@ class Activation:
     def ntk(self, q1, q2, c):
         """k̇(q1, q2, c) = E[σ'(u)σ'(v)] (= ∂k/∂c by Price's theorem); vectorised, float64.
 
-        Where σ' holds a delta (sign, step) this is 0: σ' = 0 almost everywhere, the
-        convention of neural-tangents and of gradient descent on a finite network.
+        Where σ' holds a delta (σ jumps: sign, step) the delta is dropped — σ' is the
+        almost-everywhere derivative, 0 for sign and step, the convention of
+        neural-tangents and of gradient descent on a finite network — and a warning says
+        so.  :meth:`price_ntk` gives ∂k/∂c instead.
         """
         if self.dual.ntk_convention == "zero-a.e.":
-            warnings.warn(f"{self.label}: σ' is a delta; the derivative dual is taken as 0 "
-                          "(σ' = 0 almost everywhere, as in neural-tangents)", RuntimeWarning, stacklevel=2)
-            a, b, cc = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (q1, q2, c)))
-            return np.zeros(a.shape)
+            warnings.warn(f"{self.label}: σ' holds a delta; the derivative dual uses the almost-everywhere "
+                          "derivative (the delta dropped: 0 for sign/step, as in neural-tangents); "
+                          "price_ntk() gives dk/dc", RuntimeWarning, stacklevel=2)
         return self.dual.evaluate("ntk", q1, q2, c)
+
+    def price_ntk(self, q1, q2, c):
+        """∂k/∂c (Price's theorem).  Equal to :meth:`ntk` for continuous σ; when σ jumps it
+        includes the delta's contribution and is infinite on the diagonal ρ = ±1.  For the
+        Hermite method it is the (truncated) Mehler series Σ l r_l r_l ρ^{l−1}/√(q1 q2)."""
+        return self.dual.evaluate("price", q1, q2, c)
 
     def hermite(self, degree: int, q=1.0) -> np.ndarray:
         """Normalised Hermite coefficients r_l(q) = E[σ(√q g) h_l(g)], l = 0..degree.
@@ -183,6 +242,7 @@ class Activation:
         pickle; a Hermite dual holds σ too and is re-derived where it is next used."""
         state = self.__dict__.copy()
         state.pop("function", None)
+        state.pop("derivative_function", None)
         if getattr(state.get("dual"), "series", None) is not None:
             del state["dual"]
         return state

@@ -26,7 +26,7 @@ HERMITE = "hermite"
 DEFAULT_TOL = 1e-8
 #: Variances over which a Hermite dual states its accuracy.
 DEFAULT_Q_RANGE = (0.01, 50.0)
-MAX_DEGREE = 1024
+MAX_DEGREE = 2048
 
 _NUMPY_MODULES = [{"erf": scipy.special.erf, "erfc": scipy.special.erfc}, "numpy"]
 
@@ -55,53 +55,123 @@ def lambdify_dual(expr: sp.Expr) -> Callable[..., np.ndarray]:
 
 
 @dataclass
+class SeriesTables:
+    """Per-variance coefficient vectors of a Hermite dual at one degree.
+
+    ``R[i, l] = r_l(q_i)`` for σ; ``Rd`` the same for the a.e. derivative σ' when σ
+    jumps (then k̇ = Σ_l r'_l(q1) r'_l(q2) ρ^l); ``err_nngp``/``err_ntk`` the relative
+    truncation errors at ``degree`` (maxima over the variances, see HermiteSeries).
+    """
+
+    R: np.ndarray
+    Rd: np.ndarray | None
+    degree: int
+    err_nngp: float
+    err_ntk: float
+
+
+@dataclass
 class HermiteSeries:
     """Norm-aware Hermite series of σ with an adaptively chosen degree.
 
-    ``f`` is σ as a NumPy function, ``kinks`` the x where σ is not smooth.  The
-    degree for a set of variances is the smallest (doubling from 16) whose tail
-    energy T_L(q)/E[σ_q²] and estimated NTK tail are ≤ ``tol`` at all of them,
-    capped at ``max_degree`` (with a warning when the cap is hit).
+    ``f`` is σ as a NumPy function, ``kinks`` the x where σ is not smooth, ``df`` the
+    almost-everywhere derivative σ' (optional), ``jumps`` whether σ is discontinuous.
+
+    Error estimates (relative to √(k(q1,q1,q1)·k(q2,q2,q2)), resp. the same for k̇):
+    with T_L(q) = E[σ_q²] − Σ_{l≤L} r_l(q)² the tail energy,
+    |k − k_L| ≤ √(T_L(q1) T_L(q2)) (Cauchy–Schwarz), an equality on the diagonal
+    q1 = q2 = c.  So ``err_nngp = max_q T_L(q)/E[σ_q²]`` is both a bound and the
+    error actually made at (q, q, q) for the worst q.  For k̇ (Mehler) the same holds
+    with the weights l·r_l², whose total is q·E[σ'(√q g)²] (σ absolutely
+    continuous), computed by quadrature from ``df``; without ``df`` the NTK tail is
+    estimated from the coefficients up to the highest degree computed.  When σ
+    jumps, k̇ is the a.e.-derivative dual, a series of its own (coefficients of σ').
+
+    The degree is the smallest meeting ``tol`` for both (at every requested q),
+    searched on coefficients computed at degrees 32, 64, … ≤ ``max_degree``; past the
+    cap, the cap is used and a warning (once per series) states the error reached.
     """
 
     f: Callable[[np.ndarray], np.ndarray]
     kinks: Sequence[float] = ()
     tol: float = DEFAULT_TOL
     max_degree: int = MAX_DEGREE
+    df: Callable[[np.ndarray], np.ndarray] | None = None
+    jumps: bool = False
+    _warned: bool = field(default=False, repr=False)
+    _memo: dict = field(default_factory=dict, repr=False)
 
     def table(self, q: np.ndarray, degree: int | None = None) -> tuple[np.ndarray, float]:
-        """Coefficients R[i, l] = r_l(q_i) at the chosen degree, and the error estimate."""
+        """Coefficients R[i, l] = r_l(q_i) at the chosen degree, and the error estimate
+        (max of the NNGP and NTK relative errors)."""
+        t = self.tables(q, degree)
+        return t.R, max(t.err_nngp, t.err_ntk)
+
+    def tables(self, q: np.ndarray, degree: int | None = None) -> SeriesTables:
+        """σ's (and, when σ jumps, σ''s) coefficient tables with their error estimates."""
         q = np.atleast_1d(np.asarray(q, dtype=np.float64))
-        if degree is not None:
-            R, M = H.coefficient_table(self.f, degree, q, self.kinks)
-            return R, float(self._tails(R, M, degree, q)[0])
-        d = 16
+        key = (q.tobytes(), degree)
+        hit = self._memo.get(key)
+        if hit is not None:
+            return hit
+        out = self._tables(q, degree)
+        if len(self._memo) > 64:
+            self._memo.clear()
+        self._memo[key] = out
+        return out
+
+    def _tables(self, q: np.ndarray, degree: int | None) -> SeriesTables:
+        M1 = None
+        if self.df is not None and not self.jumps:
+            M1 = H.coefficient_table(self.df, 0, q, self.kinks)[1]
+        D = degree if degree is not None else min(32, self.max_degree)
         while True:
-            R, M = H.coefficient_table(self.f, 2 * d, q, self.kinks)
-            err_k, err_t = self._tails(R, M, d, q)
-            if max(err_k, err_t) <= self.tol or 2 * d > self.max_degree:
+            R, M = H.coefficient_table(self.f, D, q, self.kinks)
+            Rd = Md = None
+            if self.jumps and self.df is not None:
+                Rd, Md = H.coefficient_table(self.df, D, q, self.kinks)
+            tk = self._tail(R**2, M)
+            if self.jumps:
+                tt = self._tail(Rd**2, Md) if Rd is not None else np.zeros(D + 1)
+            elif M1 is not None:
+                tt = self._tail(np.arange(D + 1) * R**2, q * M1)
+            else:
+                tt = self._tail_estimate(R)
+            if degree is not None:
+                d = D
                 break
-            d *= 2
-        if max(err_k, err_t) > self.tol:
-            # Use every coefficient we have; report the NNGP tail at that degree.
-            d = 2 * d
-            err_k = self._tails(R, M, d, q)[0]
-            warnings.warn(
-                f"Hermite series did not reach tol={self.tol:.1e} at degree {d} for variances up to "
-                f"{q.max():.3g} (estimated relative error {err_k:.1e})", RuntimeWarning, stacklevel=3)
-        return R[:, : d + 1], float(max(err_k, err_t) if d < R.shape[1] - 1 else err_k)
+            ok = np.flatnonzero((tk <= self.tol) & (tt <= self.tol))
+            if ok.size and (M1 is not None or self.jumps or ok[0] <= D // 2):
+                d = int(ok[0])
+                break
+            if 2 * D > self.max_degree:
+                d = D
+                if not self._warned:
+                    self._warned = True
+                    warnings.warn(
+                        f"Hermite series did not reach tol={self.tol:.1e} at degree {D} for variances up to "
+                        f"{q.max():.3g} (estimated relative error: NNGP {tk[D]:.1e}, NTK {tt[D]:.1e})",
+                        RuntimeWarning, stacklevel=4)
+                break
+            D *= 2
+        return SeriesTables(R=R[:, : d + 1], Rd=None if Rd is None else Rd[:, : d + 1], degree=d,
+                            err_nngp=float(tk[d]), err_ntk=float(tt[d]))
 
     @staticmethod
-    def _tails(R: np.ndarray, M: np.ndarray, d: int, q: np.ndarray) -> tuple[float, float]:
-        """Relative NNGP tail energy at degree d (exact up to quadrature) and NTK tail
-        (estimated from the coefficients d+1 .. R's degree)."""
-        scale = np.maximum(M, 1e-300)
-        tail_k = np.maximum(M - np.sum(R[:, : d + 1] ** 2, axis=1), 0.0) / scale
-        l = np.arange(R.shape[1])
-        e = l * R**2
+    def _tail(E: np.ndarray, total: np.ndarray) -> np.ndarray:
+        """max_i (total_i − Σ_{l≤d} E[i, l]) / total_i for every d (relative tail energies)."""
+        tot = np.asarray(total, dtype=np.float64)
+        safe = np.where(tot > 0, tot, 1.0)
+        rest = np.maximum(tot[:, None] - np.cumsum(E, axis=1), 0.0) / safe[:, None]
+        rest[tot <= 0] = 0.0
+        return rest.max(axis=0)
+
+    @staticmethod
+    def _tail_estimate(R: np.ndarray) -> np.ndarray:
+        """NTK tail without σ': from the coefficients computed (a lower estimate)."""
+        e = np.arange(R.shape[1]) * R**2
         tot = np.maximum(e.sum(axis=1), 1e-300)
-        tail_t = e[:, d + 1:].sum(axis=1) / tot if R.shape[1] > d + 1 else np.zeros_like(tot)
-        return float(np.max(tail_k)), float(np.max(tail_t))
+        return (np.maximum(tot[:, None] - np.cumsum(e, axis=1), 0.0) / tot[:, None]).max(axis=0)
 
 
 @dataclass
@@ -111,12 +181,18 @@ class Dual:
     Attributes
     ----------
     method : ``"closed-form"`` or ``"hermite"``.
-    rule : which rule produced it (``"catalog:relu"``, ``"polynomial"``, ``"hermite-quadrature"`` …).
+    rule : which rule produced it (``"catalog:relu"``, ``"polynomial"``, ``"piecewise-polynomial"``,
+        ``"gaussian-class"``, ``"erf-class"``, ``"hermite-quadrature"`` …).
     nngp, ntk : SymPy expressions in (q1, q2, c); ``None`` for the Hermite method.
-    ntk_convention : ``"price"`` (k̇ = ∂k/∂c) or ``"zero-a.e."`` (σ' is 0 almost
-        everywhere, e.g. sign and step; the layer passes no NTK, as in neural-tangents).
-    error_estimate : bound on the relative error over ``q_range`` (0 for closed forms).
+    ntk_convention : ``"price"`` (k̇ = ∂k/∂c) or ``"zero-a.e."`` (σ' holds a delta, e.g. sign
+        and step: k̇ = E[σ'σ'] with σ' the a.e. derivative — 0 for sign and step — as in
+        neural-tangents; ``price_ntk`` gives ∂k/∂c instead).
+    error_estimate : bound on the relative error over ``q_range`` (0 for closed forms); the
+        NNGP and NTK parts are in ``error_estimates``.
     degree : the Hermite degree that meets ``tol`` over ``q_range`` (None for closed forms).
+    domain : expressions in (q1, q2, c) that must be > 0 for the expectation to exist (σ
+        growing like exp(γx²)); NaN is returned outside, with a warning.  ``q_max``: the largest
+        variance with k(q, q, q) finite (None: unbounded).
     """
 
     method: str
@@ -126,6 +202,9 @@ class Dual:
     ntk_convention: str = "price"
     series: HermiteSeries | None = None
     q_range: tuple[float, float] = DEFAULT_Q_RANGE
+    domain: tuple = ()
+    q_max: float | None = None
+    detail: str = ""
     _cache: dict = field(default_factory=dict, repr=False)
 
     # -- public symbolic view -------------------------------------------------
@@ -138,20 +217,41 @@ class Dual:
         return None if self.ntk_rho is None else rho_to_c(self.ntk_rho)
 
     @cached_property
-    def _stated(self) -> tuple[int | None, float]:
+    def price_rho(self) -> sp.Expr | None:
+        """∂k/∂c (Price's theorem) with ρ kept as a symbol: ∂/∂c + (1/√(q1 q2))·∂/∂ρ."""
+        if self.nngp_rho is None:
+            return None
+        k = self.nngp_rho
+        return sp.diff(k, c) + sp.diff(k, rho) / sp.sqrt(q1 * q2)
+
+    @property
+    def price_ntk(self) -> sp.Expr | None:
+        """∂k/∂c as an expression in (q1, q2, c); equals ``ntk`` unless σ jumps (then it
+        is infinite on the diagonal)."""
+        return None if self.price_rho is None else rho_to_c(self.price_rho)
+
+    @cached_property
+    def _stated(self) -> SeriesTables | None:
         if self.series is None:
-            return None, 0.0
+            return None
         qs = np.geomspace(*self.q_range, 9)
-        R, err = self.series.table(qs)
-        return R.shape[1] - 1, err
+        return self.series.tables(qs)
 
     @property
     def degree(self) -> int | None:
-        return self._stated[0]
+        t = self._stated
+        return None if t is None else t.degree
 
     @property
     def error_estimate(self) -> float:
-        return self._stated[1]
+        t = self._stated
+        return 0.0 if t is None else max(t.err_nngp, t.err_ntk)
+
+    @property
+    def error_estimates(self) -> dict[str, float]:
+        """Relative error bounds over ``q_range``: {"nngp": …, "ntk": …} (0 for closed forms)."""
+        t = self._stated
+        return {"nngp": 0.0, "ntk": 0.0} if t is None else {"nngp": t.err_nngp, "ntk": t.err_ntk}
 
     # -- numerics ---------------------------------------------------------------
     @cached_property
@@ -162,28 +262,55 @@ class Dual:
     def _t_fn(self):
         return lambdify_dual(self.ntk_rho)
 
+    @cached_property
+    def _p_fn(self):
+        return lambdify_dual(self.price_rho)
+
+    @cached_property
+    def _domain_fns(self):
+        return [lambdify_dual(d) for d in self.domain]
+
     def _series_eval(self, which: str, a, b, cc, r) -> np.ndarray:
         both = np.concatenate([a.ravel(), b.ravel()])
         uq, inv = np.unique(both, return_inverse=True)
-        R, _ = self.series.table(uq)
+        lo, hi = self.q_range
+        if uq.size and uq[0] >= lo * (1 - 1e-12) and uq[-1] <= hi * (1 + 1e-12):
+            t = self.series.tables(uq, degree=self.degree)  # the stated degree: error ≤ error_estimates
+        else:
+            t = self.series.tables(uq)  # outside q_range: a degree chosen for these variances
+        use_d = which == "ntk" and self.series.jumps and t.Rd is not None
+        R = t.Rd if use_d else t.R
         R1 = R[inv[: a.size]].reshape(a.shape + (R.shape[1],))
         R2 = R[inv[a.size:]].reshape(b.shape + (R.shape[1],))
-        if which == "nngp":
+        if which == "nngp" or use_d:
             return H.series_nngp(R1, R2, r)
         return H.series_ntk(R1, R2, r, np.sqrt(a * b))
 
     def evaluate(self, which: str, q1_, q2_, c_) -> np.ndarray:
-        """k (``which="nngp"``) or k̇ (``"ntk"``) at broadcast arrays of (q1, q2, c)."""
+        """k (``which="nngp"``), k̇ (``"ntk"``) or ∂k/∂c (``"price"``) at broadcast (q1, q2, c)."""
+        if which not in ("nngp", "ntk", "price"):
+            raise ValueError(f"which must be 'nngp', 'ntk' or 'price', got {which!r}")
         a, b, cc, r = as_arrays(q1_, q2_, c_)
         if self.method == HERMITE:
             return self._series_eval(which, a, b, cc, r)
-        fn = self._k_fn if which == "nngp" else self._t_fn
-        return fn(a, b, cc, r)
+        fn = {"nngp": lambda: self._k_fn, "ntk": lambda: self._t_fn, "price": lambda: self._p_fn}[which]()
+        out = fn(a, b, cc, r)
+        if self.domain:
+            bad = np.zeros(out.shape, dtype=bool)
+            for g in self._domain_fns:
+                bad |= ~(g(a, b, cc, r) > 0)
+            if bad.any():
+                out[bad] = np.nan
+                warnings.warn(
+                    f"dual ({self.rule}) evaluated where the Gaussian expectation does not exist (σ grows like "
+                    f"exp(γx²); k(q, q, q) needs q < {self.q_max:.4g}): NaN returned there", RuntimeWarning,
+                    stacklevel=3)
+        return out
 
     def __getstate__(self):
         """Pickle without the lambdified functions (rebuilt on first use); see Activation."""
         state = self.__dict__.copy()
-        for key in ("_k_fn", "_t_fn"):
+        for key in ("_k_fn", "_t_fn", "_p_fn", "_domain_fns"):
             state.pop(key, None)
         state["_cache"] = {}
         return state
