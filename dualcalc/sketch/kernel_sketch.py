@@ -47,7 +47,7 @@ from ..errors import InputError, ParameterError
 from ..network import Network
 from .coefficients import CoefficientTable, choose_degrees, diagonal_recursion, fc_program
 from .polysketch import PolySketch
-from .srht import CountSketch, TensorSRHT, array_module, complex_dtype, random_phases, to_real
+from .srht import CountSketch, TensorSRHT, array_module, random_phases, to_real
 
 __all__ = ["KernelSketch"]
 
@@ -110,18 +110,6 @@ def _hstack(parts):
     parts = [p for p in parts if p is not None]
     xp = array_module(parts[0])
     return xp.concatenate(parts, axis=1)
-
-
-def check_input(X, dtype_list=(np.float64, np.float32)):
-    """Finite real 2-D array or scipy.sparse matrix (left sparse)."""
-    if scipy.sparse.issparse(X):
-        X = X.tocsr()
-        if X.dtype not in dtype_list:
-            X = X.astype(np.float64)
-        if not np.all(np.isfinite(X.data)):
-            raise InputError("X contains NaN or Inf")
-        return X
-    return X
 
 
 class KernelSketch(TransformerMixin, BaseEstimator):

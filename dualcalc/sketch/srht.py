@@ -69,18 +69,30 @@ def fft_rows(a, n: int):
     return xp.fft.fft(a, n=n, axis=-1)
 
 
-def spectrum_rows(X, phases: np.ndarray, n_fft: int, index: np.ndarray, dtype):
-    """(F Φ x)[P] for the rows of X: phases applied while zero padding into one buffer, one
-    in-place FFT, one gather.  (scipy.fft would otherwise copy once more to pad.)"""
+def spectrum_full(X, phases: np.ndarray, n_fft: int, dtype):
+    """F Φ x (all n_fft frequencies) for the rows of X: phases applied while zero padding in one
+    pass (:func:`~dualcalc.sketch._kernels.phase_pad`), then one in-place FFT."""
     xp = array_module(X)
     D = X.shape[1]
-    ph = _as_device(_phases_for(phases, D).astype(dtype), X)
+    ph = _phases_for(phases, D).astype(dtype)
     if xp is not np:  # pragma: no cover - GPU
-        return xp.fft.fft(X * ph, n=n_fft, axis=-1)[:, xp.asarray(index)]
-    buf = np.zeros((X.shape[0], n_fft), dtype=dtype) if D < n_fft else np.empty((X.shape[0], n_fft), dtype=dtype)
-    np.multiply(X, ph, out=buf[:, :D])
-    buf = scipy.fft.fft(buf, axis=-1, workers=-1, overwrite_x=True)
-    return np.take(buf, index, axis=1)
+        return xp.fft.fft(X * xp.asarray(ph), n=n_fft, axis=-1)
+    from ._kernels import phase_pad
+
+    buf = phase_pad(X, ph, n_fft, dtype)
+    return scipy.fft.fft(buf, axis=-1, workers=-1, overwrite_x=True)
+
+
+def spectrum_rows(X, phases: np.ndarray, n_fft: int, index: np.ndarray, dtype, scale: float = 1.0):
+    """(F Φ x)[P]·scale for the rows of X."""
+    Y = spectrum_full(X, phases, n_fft, dtype)
+    if array_module(Y) is not np:  # pragma: no cover - GPU
+        import cupy
+
+        return Y[:, cupy.asarray(index)] * scale
+    from ._kernels import gather
+
+    return gather(Y, index, scale)
 
 
 def _phases_for(phases: np.ndarray, cols: int) -> np.ndarray:
@@ -109,15 +121,12 @@ class SRHT:
         self.in_dim, self.out_dim = int(in_dim), int(out_dim)
         self.n_fft = fft_length(in_dim, out_dim)
         self.phases = random_phases(rng, self.in_dim)
-        self.index = np.sort(rng.choice(self.n_fft, self.out_dim, replace=False))
+        self.index = np.sort(rng.choice(self.n_fft, self.out_dim, replace=False)).astype(np.int64)
         self.scale = 1.0 / np.sqrt(self.out_dim)
 
     def spectrum(self, X, dtype=np.complex128):
         """The sampled, scaled spectrum (n, m) of the rows of X (n, D)."""
-        dtype = np.dtype(dtype)
-        Y = spectrum_rows(X, self.phases, self.n_fft, self.index, dtype)
-        Y *= dtype.type(self.scale)
-        return Y
+        return spectrum_rows(X, self.phases, self.n_fft, self.index, np.dtype(dtype), self.scale)
 
     def __call__(self, X, dtype=None):
         dtype = complex_dtype(X.dtype if dtype is None else dtype)
@@ -139,22 +148,27 @@ class TensorSRHT:
         self.n_fft2 = fft_length(in_dim2, out_dim)
         self.phases1 = random_phases(rng, self.in_dim1)
         self.phases2 = random_phases(rng, self.in_dim2)
-        self.index1 = rng.choice(self.n_fft1, self.out_dim, replace=False)
-        self.index2 = rng.choice(self.n_fft2, self.out_dim, replace=False)
+        self.index1 = rng.choice(self.n_fft1, self.out_dim, replace=False).astype(np.int64)
+        self.index2 = rng.choice(self.n_fft2, self.out_dim, replace=False).astype(np.int64)
         self.scale = 1.0 / np.sqrt(self.out_dim)
 
     def left(self, X1, dtype):
-        """(F Φ1 x1)[P1] (unscaled) — cacheable when the same left input meets several right ones."""
-        return spectrum_rows(X1, self.phases1, self.n_fft1, self.index1, np.dtype(dtype))
+        """F Φ1 x1, all frequencies (cacheable when one left input meets several right ones)."""
+        return spectrum_full(X1, self.phases1, self.n_fft1, np.dtype(dtype))
 
     def right(self, X2, dtype):
-        return spectrum_rows(X2, self.phases2, self.n_fft2, self.index2, np.dtype(dtype))
+        """F Φ2 x2, all frequencies."""
+        return spectrum_full(X2, self.phases2, self.n_fft2, np.dtype(dtype))
 
     def combine(self, A, B):
-        """A ⊙ B / √m, written into B (a fresh right spectrum; A may be a cached left one)."""
-        B *= A
-        B *= B.dtype.type(self.scale)
-        return B
+        """A[P1] ⊙ B[P2] / √m from the two full spectra, in one pass."""
+        if array_module(A) is not np:  # pragma: no cover - GPU
+            import cupy
+
+            return A[:, cupy.asarray(self.index1)] * B[:, cupy.asarray(self.index2)] * self.scale
+        from ._kernels import gather_mul
+
+        return gather_mul(A, self.index1, B, self.index2, self.scale)
 
     def __call__(self, X1, X2, dtype=None):
         dtype = complex_dtype(np.result_type(X1.dtype, X2.dtype) if dtype is None else dtype)
