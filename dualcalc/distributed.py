@@ -304,12 +304,12 @@ def sketch_transform(sketch, X):
     activations where the sketch's coefficient tables depend on the batch.
     """
     _check_fitted(sketch)
-    X = _as_dask(X, "X")
+    X = _as_dask(X, "X", ndims=(2, 4))  # rows, or NHWC images for convolutional sketches
     m = _n_features_out(sketch)
     token = content_token(sketch)
     sk = dask.delayed(sketch, name="dualcalc-sketch-" + token, pure=True)
     out_dtype = np.float32 if X.dtype == np.float32 else np.float64  # KernelSketch's rule
-    return da.blockwise(_sketch_block, "ij", token, None, sk, None, X, "ik",
+    return da.blockwise(_sketch_block, "ij", token, None, sk, None, X, "i" + "klm"[:X.ndim - 1],
                         new_axes={"j": m}, concatenate=True, meta=np.empty((0, 0), dtype=out_dtype),
                         name="dualcalc-sketch-transform-" + tokenize(token, X.name))
 

@@ -245,6 +245,18 @@ def test_sketch_transform_smooth_activation(client, data):
 
 
 @needs_sketch
+def test_sketch_transform_images():
+    """Convolutional sketches take NHWC blocks the same way (threaded scheduler)."""
+    conv = pytest.importorskip("dualcalc.conv")
+    net = dc.serial(conv.Conv(1.5, 0.1, (3, 3)), "relu", conv.GlobalAvgPool(), dc.Dense(1.0))
+    X = np.random.default_rng(2).standard_normal((12, 5, 5, 2))
+    sk = KernelSketch(net, n_components=32, kernel="ntk", random_state=0).fit(X)
+    Z = dd.sketch_transform(sk, da.from_array(X, chunks=(5, 5, 2, 2)))
+    assert Z.chunks == ((5, 5, 2), (32,))
+    np.testing.assert_array_equal(Z.compute(scheduler="threads"), sk.transform(X))
+
+
+@needs_sketch
 def test_sketch_transform_method_dispatches_dask(data):
     X, _ = data
     sk = KernelSketch(_net("relu"), n_components=32, kernel="nngp", random_state=0).fit(X)
