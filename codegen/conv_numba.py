@@ -168,7 +168,9 @@ def _deps(expr, known: dict) -> frozenset:
     return frozenset(out)
 
 
-def print_dual(act, want_ntk: bool, prefix: str) -> DualCode:
+def print_dual(act, want_ntk: bool, prefix: str, printer=None, assign="{} = {}") -> DualCode:
+    """The dual's lines for the generated kernels (``printer``/``assign``: the target language;
+    default Python for Numba)."""
     dual = act.dual
     zero_ntk = dual.ntk_convention == "zero-a.e."
     if dual.method != "closed-form":
@@ -178,17 +180,17 @@ def print_dual(act, want_ntk: bool, prefix: str) -> DualCode:
         exprs.append(_split_sqrt(dual.ntk_rho))
     syms = sp.numbered_symbols(prefix)
     repl, red = sp.cse(exprs, symbols=syms, optimizations="basic")
-    p = _Printer()
+    p = printer or _Printer()
     known: dict = {}
     hoist, body = [], []
     for s, e in repl:
         d = _deps(e, known)
         known[s] = d
-        line = f"{s} = {p.doprint(e)}"
+        line = assign.format(s, p.doprint(e))
         (hoist if d <= {Q1, S1} else body).append(line)
-    body.append(f"k_ = {p.doprint(red[0])}")
+    body.append(assign.format("k_", p.doprint(red[0])).replace("const double k_", "k_"))
     if want_ntk:
-        body.append("kd_ = 0.0" if zero_ntk else f"kd_ = {p.doprint(red[1])}")
+        body.append(assign.format("kd_", "0.0" if zero_ntk else p.doprint(red[1])).replace("const double kd_", "kd_"))
     uses = frozenset().union(*(e.free_symbols for e in exprs))
     return DualCode(hoist, body, RHO in uses, "closed", zero_ntk, uses)
 
