@@ -92,7 +92,7 @@ def main():
         t0 = time.time()
         dc.KernelSketch(net, M, kernel="ntk", degree=4, random_state=0).fit_transform(Xd)
         t = time.time() - t0
-        lines.append(f"| {per_row / D:.2%} | {Xd.nnz:,} | {t:.2f} |")
+        lines.append(f"| {per_row / D:.3%} | {Xd.nnz:,} | {t:.2f} |")
         print(lines[-1], flush=True)
     lines += ["", f"(Generating the input took {t_gen:.1f} s.)", ""]
     OUT.write_text("\n".join(lines) + "\n")
