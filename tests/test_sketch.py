@@ -245,12 +245,14 @@ def test_kernel_sketch_auto_degree_and_convergence():
     assert errs[1] < 0.5 * errs[0]  # ~1/√m: a 16× larger sketch, about 4× smaller error
 
 
-def test_kernel_sketch_mean_over_seeds_converges():
+@pytest.mark.parametrize("normalize", [False, True])
+def test_kernel_sketch_mean_over_seeds_converges(normalize):
     """Averaging independent sketches removes the variance: what is left is the (small) bias of
-    the normalised-correlation design and the truncation."""
+    the normalised-correlation design (and of ``normalize``) and the truncation."""
     X, net, k = _exact("gelu")
-    Ks = np.mean([(lambda Z: Z @ Z.T)(dc.KernelSketch(net, 512, kernel="nngp", random_state=s, degree=4)
-                                      .fit_transform(X[:60])) for s in range(24)], axis=0)
+    Ks = np.mean([(lambda Z: Z @ Z.T)(dc.KernelSketch(net, 512, kernel="nngp", random_state=s, degree=4,
+                                                      normalize=normalize).fit_transform(X[:60]))
+                  for s in range(24)], axis=0)
     assert np.linalg.norm(Ks - k.nngp[:60, :60]) / np.linalg.norm(k.nngp[:60, :60]) < 0.02
 
 

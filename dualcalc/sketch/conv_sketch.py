@@ -235,16 +235,16 @@ class ConvKernelSketch(TransformerMixin, BaseEstimator):
 
     def _internal_dims(self, prog, k_out) -> list[int]:
         """Complex per-pixel dimension at every activation: ``internal_dim`` (one number or one
-        per activation), by default ⌈m/2⌉ capped at 512 at 8×8 pixels and below, halved for
-        every factor 4 of more pixels (at least 64): pooling averages the early layers' sketch
-        errors over many pixels, so they need fewer dimensions than the last ones."""
+        per activation), by default ⌈m/2⌉ capped at 1024 at 8×8 pixels and below, halved for
+        every factor 4 of more pixels (at least 64): the cost per image is about pixels ×
+        dimension, and pooling averages part of the early layers' sketch errors."""
         acts = prog.act_ops
         v = self.internal_dim
         if v is None:
             out = []
             for l in acts:
                 P = max(prog.ops[l].hin * prog.ops[l].win, 1)
-                d = min(k_out, 512) / np.sqrt(max(P / 64.0, 1.0))
+                d = min(k_out, 1024) / np.sqrt(max(P / 64.0, 1.0))
                 out.append(int(max(min(64, k_out), round(d))))
             return out
         if np.ndim(v) == 0:
@@ -294,7 +294,7 @@ class ConvKernelSketch(TransformerMixin, BaseEstimator):
         else:
             from ..conv_kernel import image_tables
 
-            _, _, tables = image_tables(prog, X, want_ntk=False, chunk=4)
+            _, _, tables = image_tables(prog, X, want_ntk=False, chunk=4, coefficients=False)
         return {l: t[0] for l, t in tables.items()}
 
     def _chunk_features(self, Xc, cdt, rdt):

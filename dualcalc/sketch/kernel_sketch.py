@@ -27,6 +27,9 @@ pre-activation variance q_x = K(x, x) from the diagonal recursion.
 Every random map is unbiased given its inputs.  The estimate is consistent but not exactly
 unbiased overall, because u is normalised by the *sketched* norm (which keeps |ρ̂| ≤ 1 and
 ρ̂ = 1 on the diagonal) and ρ̂^l is a nonlinear function of the previous layer's sketch.
+With ``normalize=True`` (default) every sketched vector is also rescaled to the norm its
+unsketched value has — known per point from the coefficients — so only correlations are
+estimated: lower error, O(1/m) bias; ``normalize=False`` skips that.
 
 Homogeneous method (ReLU family, monomials, …, no biases)
 ---------------------------------------------------------
@@ -136,10 +139,13 @@ class KernelSketch(TransformerMixin, BaseEstimator):
     internal_dim : int or None
         Complex dimension of the PolySketch nodes and per-layer features (default ⌈m/2⌉, i.e.
         as many real numbers as the output).
-    normalize : bool
+    normalize : bool, default True
         Rescale every sketch's output rows to the norm their unsketched value has (known per
-        point).  Lowers the variance where correlations are large; the estimate is then
-        consistent but no longer exactly unbiased.  Default False.
+        point from the coefficients: the truncated series at ρ = 1), so that only correlations
+        are estimated.  This lowers the error by 10–50% in the benchmarks and removes the rare
+        large errors of high-degree sketches (heavy-tailed norms); the estimate stays consistent
+        but is no longer exactly unbiased (bias O(1/m), far below the noise).  ``False`` keeps
+        every random map exactly unbiased given its inputs.
     max_degree, degree_tol : see ``degree``.
     precision : "single" or "double"
         Arithmetic of the sketch itself (complex64 or complex128).  Single precision is about
@@ -159,7 +165,7 @@ class KernelSketch(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, net=None, n_components=1024, kernel="ntk", degree=None, random_state=None, *,
-                 method="auto", internal_dim=None, normalize=False, max_degree=24, degree_tol=None,
+                 method="auto", internal_dim=None, normalize=True, max_degree=24, degree_tol=None,
                  precision="single", backend="auto", chunk_size=None):
         self.net = net
         self.n_components = n_components
@@ -193,6 +199,8 @@ class KernelSketch(TransformerMixin, BaseEstimator):
             raise ParameterError(f"internal_dim must be a positive integer or None, got {self.internal_dim!r}")
         if not isinstance(self.max_degree, numbers.Integral) or not 1 <= self.max_degree <= 256:
             raise ParameterError(f"max_degree must be an integer in [1, 256], got {self.max_degree!r}")
+        if not isinstance(self.normalize, bool | np.bool_):
+            raise ParameterError(f"normalize must be True or False, got {self.normalize!r}")
         if self.precision not in ("single", "double"):
             raise ParameterError(f"precision must be 'single' or 'double', got {self.precision!r}")
         if self.backend not in ("auto", "numba", "numpy", "cuda"):
