@@ -93,9 +93,9 @@ def _conv_sum(S: np.ndarray, op: Op) -> np.ndarray:
     """Σ_δ S[..., i1+δ, j1+δ', i2+δ, j2+δ'] over the filter window (zero padding for SAME)."""
     fh, fw, ph, pw = op.fh, op.fw, op.ph, op.pw
     m = S.shape[0]
-    if op.hout != op.hin or op.wout != op.win or ph or pw:
-        pad_h = (ph, fh - 1 - ph) if op.hout == op.hin else (0, 0)
-        pad_w = (pw, fw - 1 - pw) if op.wout == op.win else (0, 0)
+    same = op.hout == op.hin and op.wout == op.win
+    if same and (fh > 1 or fw > 1):
+        pad_h, pad_w = (ph, fh - 1 - ph), (pw, fw - 1 - pw)
         S = np.pad(S, ((0, 0), pad_h, pad_w, pad_h, pad_w))
     ho, wo = op.hout, op.wout
     out = np.zeros((m, ho, wo, ho, wo))
@@ -183,11 +183,13 @@ def self_recursion(prog: ImageProgram, A: np.ndarray, want_ntk: bool = True):
     return K, T, record
 
 
-def image_tables(prog: ImageProgram, A: np.ndarray, want_ntk: bool = True, chunk: int = 8):
+def image_tables(prog: ImageProgram, A: np.ndarray, want_ntk: bool = True, chunk: int = 8,
+                 coefficients: bool = True):
     """The self pass of the generated backends: each image's own recursion (in batches of
     ``chunk`` images, P×P numbers each), giving the diagonal (K(x, x), Θ(x, x)) and, for every
     activation (op index l), the per-pixel tables (q, √q, 1/√q, R) with q of shape (n, P)
-    (or (n,) after Flatten) and R the Hermite coefficients r_l(q) (None for closed forms)."""
+    (or (n,) after Flatten) and R the Hermite coefficients r_l(q) (None for closed forms, or
+    when ``coefficients`` is False)."""
     n = A.shape[0]
     Kd, Td = np.empty(n), np.zeros(n)
     rec: dict[int, list] = {}
@@ -206,7 +208,7 @@ def image_tables(prog: ImageProgram, A: np.ndarray, want_ntk: bool = True, chunk
             inv = np.where(s > 0, 1.0 / np.where(s > 0, s, 1.0), 0.0)
         act = prog.ops[l].act
         R = None
-        if act.dual.method != "closed-form":
+        if coefficients and act.dual.method != "closed-form":
             uq, idx = np.unique(q.ravel(), return_inverse=True)
             Rq, _ = act.dual.series.table(uq)
             R = np.ascontiguousarray(Rq[idx].reshape(q.shape + (Rq.shape[1],)))
