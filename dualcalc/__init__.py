@@ -19,12 +19,25 @@ __all__ = [
     "DivergentError", "InputError", "BackendError", "__version__",
 ]
 
-# sketches (issue 5): NNGP/NTK random features in time linear in n, ridge on them
-from .sketch import KernelSketch, SketchRidge  # noqa: E402
+# Sketches and convolutional layers are imported on first use (PEP 562): the sketches pull in
+# scikit-learn, which would otherwise double the import time of every command.
+_LAZY = {
+    "KernelSketch": ".sketch", "SketchRidge": ".sketch",  # issue 5: random features, ridge on them
+    "Conv": ".conv", "AvgPool": ".conv", "GlobalAvgPool": ".conv", "Flatten": ".conv",  # issue 6
+    "myrtle": ".conv",
+}
+__all__ += list(_LAZY)
 
-__all__ += ["KernelSketch", "SketchRidge"]
 
-# convolutional networks (issue 6): layers, Myrtle, exact CNNGP/CNTK (dualcalc/conv_kernel.py)
-from .conv import AvgPool, Conv, Flatten, GlobalAvgPool, myrtle  # noqa: E402
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
 
-__all__ += ["Conv", "AvgPool", "GlobalAvgPool", "Flatten", "myrtle"]
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dualcalc' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
