@@ -379,14 +379,15 @@ def test_sketch_error_falls_with_n_components():
     X = RNG.normal(size=(12, 8, 8, 3))
     K = conv_kernel(net, X, backend="numba")
     for kernel in ("ntk", "nngp"):
-        errs = [_sketch_err(net, X, getattr(K, kernel), m, range(3), kernel) for m in (64, 512, 4096)]
+        errs = [_sketch_err(net, X, getattr(K, kernel), m, range(3), kernel, normalize=False)
+                for m in (64, 512, 4096)]
         assert errs[0] > errs[1] > errs[2], (kernel, errs)
         assert errs[2] < 0.06, (kernel, errs)
     # through dc.KernelSketch, same features for the same seed
     from dualcalc.sketch.conv_sketch import ConvKernelSketch
 
-    Z1 = dc.KernelSketch(net, n_components=256, random_state=3).fit_transform(X)
-    Z2 = ConvKernelSketch(net, n_components=256, random_state=3).fit_transform(X)
+    Z1 = dc.KernelSketch(net, n_components=256, random_state=3, normalize=True).fit_transform(X)
+    Z2 = ConvKernelSketch(net, n_components=256, random_state=3, normalize=True).fit_transform(X)
     np.testing.assert_allclose(Z1, Z2)
     assert Z1.shape == (12, 256)
 
@@ -397,11 +398,14 @@ def test_sketch_unbiased_and_any_activation():
     # unbiased: the mean of many independent sketches approaches the exact kernel (≈ single/√24)
     net = _net_a()
     K = conv_kernel(net, X8, backend="numba").ntk
-    Gs = [(lambda Z: Z @ Z.T)(ConvKernelSketch(net, n_components=64, random_state=s).fit_transform(X8))
-          for s in range(24)]
+    Gs = [(lambda Z: Z @ Z.T)(ConvKernelSketch(net, n_components=64, normalize=False,
+                                               random_state=s).fit_transform(X8)) for s in range(24)]
     single = np.mean([np.linalg.norm(G - K) / np.linalg.norm(K) for G in Gs])
     mean = np.linalg.norm(np.mean(Gs, axis=0) - K) / np.linalg.norm(K)
     assert mean < 0.45 * single, (mean, single)
+    # rescaling each image's features to its exact diagonal (the default) lowers the error
+    normed = _sketch_err(net, X8, K, 64, range(6))
+    assert normed < 0.7 * single, (normed, single)
     # a Hermite dual (tanh): pixel variances from the reference recursion
     net = dc.serial(Conv(1.4, 0.1, (3, 3)), "tanh", AvgPool(2), Conv(1.2, 0.1, (2, 2)), "relu", Flatten(),
                     dc.Dense(1.1, 0.1))

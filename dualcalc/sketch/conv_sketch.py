@@ -103,18 +103,26 @@ class ConvKernelSketch(TransformerMixin, BaseEstimator):
     internal_dim : complex dimension of the per-pixel features and of the PolySketch nodes, one
         number or one per activation (default: see :meth:`_internal_dims`); the cost per image
         grows about linearly with it.
+    normalize : rescale each image's features to the norm of its exact kernel diagonal (known
+        from the image's own recursion, which gives the pixel variances anyway).  The sketched
+        correlations of nearly parallel per-pixel features are biased low (|ρ̂| ≤ 1 and noise
+        can only shrink them), which compounds over the layers into an overall scale offset
+        of the sketched kernel (a few per cent at small dimensions; the paper's code shows it
+        too); the rescaling removes most of it.  The features are then consistent rather than
+        unbiased.  Default True.
     precision : "single" (complex64, default) or "double".
     chunk_size : images per chunk (default: from a 512 MB working-set budget).
     """
 
     def __init__(self, net=None, n_components=1024, kernel="ntk", degree=8, random_state=None, *,
-                 internal_dim=None, precision="single", chunk_size=None):
+                 internal_dim=None, normalize=True, precision="single", chunk_size=None):
         self.net = net
         self.n_components = n_components
         self.kernel = kernel
         self.degree = degree
         self.random_state = random_state
         self.internal_dim = internal_dim
+        self.normalize = normalize
         self.precision = precision
         self.chunk_size = chunk_size
 
@@ -282,26 +290,28 @@ class ConvKernelSketch(TransformerMixin, BaseEstimator):
         return int(np.clip((512 << 20) // max(per_image, 1), 1, 256))
 
     def _variances(self, X):
-        """Exact pre-activation pixel variances of every activation: {op index: (n, P) or (n,)}
-        (each image's own recursion: the generated Numba self pass for closed-form duals —
-        the module the exact CNTK uses — else the NumPy reference)."""
+        """Each image's own exact recursion: the pre-activation pixel variances of every
+        activation {op index: (n, P) or (n,)} and the final diagonal K(x, x) or Θ(x, x)
+        (the generated Numba self pass for closed-form duals — the module the exact CNTK
+        uses — else the NumPy reference)."""
         prog = self.program_
+        ntk = self.kernel == "ntk"
         if all(prog.ops[l].act.dual.method == "closed-form" for l in prog.act_ops):
             from codegen import conv_numba as cn
 
             gen = cn.generate(prog, True)
-            _, _, tables = cn.run_self(gen, cn.load(gen), X)
+            Kd, Td, tables = cn.run_self(gen, cn.load(gen), X)
         else:
             from ..conv_kernel import image_tables
 
-            _, _, tables = image_tables(prog, X, want_ntk=False, chunk=4, coefficients=False)
-        return {l: t[0] for l, t in tables.items()}
+            Kd, Td, tables = image_tables(prog, X, want_ntk=ntk, chunk=4, coefficients=False)
+        return {l: t[0] for l, t in tables.items()}, (Td if ntk else Kd)
 
     def _chunk_features(self, Xc, cdt, rdt):
         prog = self.program_
         nb = Xc.shape[0]
         C = Xc.shape[-1]
-        q = self._variances(Xc)
+        q, diag = self._variances(Xc)
         psi = (Xc / np.sqrt(C)).astype(cdt)  # (nb, H, W, C)
         phi = None
         spatial = True
@@ -362,7 +372,11 @@ class ConvKernelSketch(TransformerMixin, BaseEstimator):
         if F is None:  # the NTK is identically zero (σ' = 0 a.e.)
             return np.zeros((nb, m))
         F = out["cs"](np.ascontiguousarray(F), cdt)
-        return to_real(F, m, dtype=np.float64)
+        Z = to_real(F, m, dtype=np.float64)
+        if self.normalize:  # each image's features to the norm its exact kernel diagonal has
+            nrm = np.linalg.norm(Z, axis=1)
+            Z *= np.where(nrm > 0, np.sqrt(np.maximum(diag, 0.0)) / np.where(nrm > 0, nrm, 1.0), 0.0)[:, None]
+        return Z
 
     def _op_index(self, op) -> int:
         for i, o in enumerate(self.program_.ops):

@@ -241,8 +241,8 @@ class KernelSketch(TransformerMixin, BaseEstimator):
 
             self.conv_ = ConvKernelSketch(self.net, self.n_components, self.kernel,
                                           8 if self.degree is None else self.degree, self.random_state,
-                                          internal_dim=self.internal_dim, precision=self.precision,
-                                          chunk_size=self.chunk_size).fit(X)
+                                          internal_dim=self.internal_dim, normalize=self.normalize,
+                                          precision=self.precision, chunk_size=self.chunk_size).fit(X)
             self.plan_, self.degrees_, self.degree_errors_, self.method_ = self.conv_.plan_, self.conv_.degrees_, None, "conv"
             return self
         X = self._validate(X, reset=True)
