@@ -178,7 +178,6 @@ def _params(params) -> str:
 def _emit_stage(w: _C, name: str, st, prog: ImageProgram, duals: dict, want_ntk: bool):
     l = st.act_index
     dc = duals[l] if l is not None else None
-    hermite = dc is not None and dc.kind == "hermite"
     T = want_ntk and st.t_out
     tin = want_ntk and st.t_in
     HO, WO, HIN, WIN = st.ho, st.wo, st.hin, st.win

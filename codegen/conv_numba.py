@@ -30,7 +30,7 @@ import importlib.util
 import os
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +39,7 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from dualcalc.conv import ImageProgram, Op
 from dualcalc.errors import BackendError
-from dualcalc.symbols import c as C_SYM, q1 as Q1, q2 as Q2, rho as RHO
+from dualcalc.symbols import q1 as Q1, q2 as Q2, rho as RHO
 
 GENERATOR_VERSION = "conv-numba-3"
 
@@ -902,7 +902,7 @@ def load(gen: Generated):
         try:
             if not path.exists() or path.read_text() != gen.source:
                 atomic_write_text(path, gen.source)
-        except OSError as e:  # read-only home: fall back to a temporary folder
+        except OSError:  # read-only home: fall back to a temporary folder
             import tempfile
 
             d = Path(tempfile.gettempdir()) / "dualcalc_conv_numba"

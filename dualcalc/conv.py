@@ -196,8 +196,6 @@ class ImageProgram:
 
 def image_program(net, input_shape: Sequence[int]) -> ImageProgram:
     """Check the network against images of shape (H, W, C) and lay out its recursion."""
-    from .network import Dense
-
     if len(input_shape) != 3:
         raise InputError(f"images must be NHWC (4-D); got per-image shape {tuple(input_shape)}")
     H, W, C = (int(s) for s in input_shape)

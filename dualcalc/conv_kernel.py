@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .conv import ImageProgram, Op, image_program, validate_images
-from .errors import BackendError, ParameterError
+from .errors import ParameterError
 from .network import Kernel
 
 BACKENDS = ("auto", "numpy", "numba", "cuda")
@@ -249,7 +249,3 @@ def numpy_conv_kernel(prog: ImageProgram, X: np.ndarray, Y: np.ndarray | None, g
             T[np.arange(n1), np.arange(n1)] = Tx
     return (K if "nngp" in get else None), T
 
-
-def _require(condition: bool, message: str):
-    if not condition:
-        raise BackendError(message)

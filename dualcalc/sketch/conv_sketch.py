@@ -308,7 +308,6 @@ class ConvKernelSketch(TransformerMixin, BaseEstimator):
         return {l: t[0] for l, t in tables.items()}, (Td if ntk else Kd)
 
     def _chunk_features(self, Xc, cdt, rdt):
-        prog = self.program_
         nb = Xc.shape[0]
         C = Xc.shape[-1]
         q, diag = self._variances(Xc)
