@@ -8,7 +8,8 @@ variance q_x, and the diagonal k(q_x, q_x, q_x) = E[σ(√q_x g)²].  Both come 
 for Hermite-method activations, whose adaptive ``act.nngp`` would cost a degree-1024 series per
 point.  Homogeneous activations (catalog ``homogeneous_degree`` p, checked numerically) use
 r_l(q) = q^{p/2} r_l(1) exactly.  Many distinct variances are handled on a log-spaced grid
-with cubic-spline interpolation in log q, refined until the spline matches fresh quadrature
+with cubic-spline interpolation in log q on one fixed grid per activation (the same for
+every batch, so features do not depend on chunking), refined until the spline matches fresh quadrature
 at the grid midpoints to 1e-10 relative.
 """
 from __future__ import annotations
@@ -26,8 +27,8 @@ from ..network import Network, layer_program
 
 __all__ = ["fc_program", "CoefficientTable", "diagonal_recursion", "choose_degrees", "homogeneous_degree"]
 
-#: Exact evaluation up to this many distinct variances; a spline grid beyond.
-EXACT_LIMIT = 512
+#: Variances interpolated on the activation's fixed log-q spline grid; quadrature outside it.
+GRID_RANGE = (1e-4, 1e4)
 
 
 def fc_program(net: Network) -> list[tuple]:
@@ -90,10 +91,7 @@ class CoefficientTable:
                 sc = np.where(q > 0, q ** (self.p / 2), 0.0 if self.p > 0 else 1.0)
             return sc[:, None] * self.r1[None, :], sc * sc * self.m1
         uq, inv = np.unique(q, return_inverse=True)
-        if uq.size <= EXACT_LIMIT:
-            R, M = self._exact(uq)
-        else:
-            R, M = self._interpolated(uq)
+        R, M = self._interpolated(uq)
         return R[inv], M[inv]
 
     def _exact(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -107,11 +105,24 @@ class CoefficientTable:
         if zero.any():
             R[zero], M[zero] = self._exact(uq[zero])
         pos = uq[~zero]
-        lo, hi = np.log(pos[0]), np.log(pos[-1])
-        if hi - lo < 1e-12:
-            R[~zero], M[~zero] = self._exact(pos)
-            return R, M
-        G = 129
+        # One fixed grid per activation (not per batch): a point's coefficients then do not
+        # depend on which other points share its batch, so transforms are chunking-independent.
+        inside = (pos >= GRID_RANGE[0]) & (pos <= GRID_RANGE[1])
+        out = np.flatnonzero(~zero)
+        if (~inside).any():
+            R[out[~inside]], M[out[~inside]] = self._exact(pos[~inside])
+        if inside.any():
+            sp_R, sp_M = self._splines()
+            ls = np.log(pos[inside])
+            R[out[inside]] = sp_R(ls)
+            M[out[inside]] = sp_M(ls)
+        return R, M
+
+    def _splines(self):
+        if getattr(self, "_spl", None) is not None:
+            return self._spl
+        lo, hi = np.log(GRID_RANGE[0]), np.log(GRID_RANGE[1])
+        G = 257
         while True:
             s = np.linspace(lo, hi, G)
             Rg, Mg = self._exact(np.exp(s))
@@ -127,10 +138,8 @@ class CoefficientTable:
                                   stacklevel=3)
                 break
             G = 2 * G - 1
-        ls = np.log(pos)
-        R[~zero] = sp_R(ls)
-        M[~zero] = sp_M(ls)
-        return R, M
+        self._spl = (sp_R, sp_M)
+        return self._spl
 
 
 def diagonal_recursion(prog: list[tuple], q0: np.ndarray, d: int, moments) -> dict:
