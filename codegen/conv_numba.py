@@ -258,6 +258,7 @@ class Stage:
     lin: Layout | None = None  # stored input planes
     lprod: Layout | None = None  # the working plane rk
     lout: Layout | None = None  # stored output planes (store / pool sinks)
+    patch_scale: float = 0.0  # "patch" producer: W²/(taps·C)
 
     @property
     def out_shape(self) -> tuple[int, int]:
@@ -282,14 +283,24 @@ class Generated:
 
 
 def _group(prog: ImageProgram, fuse: bool, want_ntk: bool, start: int = 0, stop: int | None = None,
-           t_live: bool = False, first_input: bool = True):
+           t_live: bool = False, first_input: bool = True, patches: bool = False):
     """Stages for ops[start:stop] (spatial part) and the scalar tail ops, in order:
-    a list of ("stage", Stage) and ("scalar", op_index) items, with layouts assigned."""
+    a list of ("stage", Stage) and ("scalar", op_index) items, with layouts assigned.
+
+    ``patches``: when the network starts with a convolution, its output for a pair is one
+    matrix product of the two images' patch matrices (a "patch" producer, BLAS) instead of
+    the input products followed by the filter sums."""
     ops = prog.ops
     stop = len(ops) if stop is None else stop
     items: list = []
     i = start
-    if first_input:
+    if first_input and patches and ops and ops[0].kind == "conv":
+        op = ops[0]
+        st, i, t_live = _one_stage(ops, 1, stop, "patch", op, op.hin, op.win, op.hout, op.wout, fuse, want_ntk,
+                                   t_live)
+        st.patch_scale = op.w2 / (op.fh * op.fw * prog.channels)
+        items.append(("stage", st))
+    elif first_input:
         h, w = prog.height, prog.width
         st, i, t_live = _one_stage(ops, i, stop, "input", None, h, w, h, w, fuse, want_ntk, t_live)
         items.append(("stage", st))
@@ -312,7 +323,7 @@ def _group(prog: ImageProgram, fuse: bool, want_ntk: bool, start: int = 0, stop:
 
 def _one_stage(ops, i, stop, producer, pop, hin, win, ho, wo, fuse, want_ntk, t_live):
     t_in = t_live
-    if producer in ("conv", "dense"):
+    if producer in ("conv", "dense", "patch"):
         t_live = want_ntk
     act_index = None
     if i < stop and ops[i].kind == "act" and (fuse or producer == "ident"):
@@ -327,7 +338,7 @@ def _one_stage(ops, i, stop, producer, pop, hin, win, ho, wo, fuse, want_ntk, t_
 
 def _assign_layouts(stages: list[Stage]):
     for k, st in enumerate(stages):
-        if st.producer == "input":
+        if st.producer in ("input", "patch"):
             st.lprod = plain(st.ho, st.wo)
         elif st.producer == "conv":
             st.lprod = st.lin if _is_same(st.pop) else Layout(st.ho, st.wo, 0, 0, st.ho, st.win)
@@ -344,7 +355,7 @@ def _assign_layouts(stages: list[Stage]):
                 st.lout = plain(h, w)
             if nxt is not None:
                 nxt.lin = st.lout
-        if st.lin is None and st.producer != "input":
+        if st.lin is None and st.producer not in ("input", "patch"):
             st.lin = plain(st.hin, st.win)
             if st.lprod is None:
                 st.lprod = st.lin
@@ -421,7 +432,8 @@ def _emit_stage(w: _W, name: str, st: Stage, prog: ImageProgram, duals: dict, wa
     T = want_ntk and st.t_out
     tin = want_ntk and st.t_in
     stores = st.sink in ("store", "pool")
-    args = ["xa", "xb"] if st.producer == "input" else (["Kin", "Tin"] if tin else ["Kin"])
+    args = (["xa", "xb"] if st.producer == "input" else ["G"] if st.producer == "patch"
+            else (["Kin", "Tin"] if tin else ["Kin"]))
     args += (["Kout", "Tout"] if T else ["Kout"]) if stores else []
     args += ["rk", "rt", "nw", "nsp"]
     if l is not None:
@@ -459,7 +471,16 @@ def _emit_stage(w: _W, name: str, st: Stage, prog: ImageProgram, duals: dict, wa
         for line in dc.hoist:
             w(ind, line)
     # ---- producer: the plane rk (and rt) in layout lp
-    if st.producer == "input":
+    if st.producer == "patch":  # G = (patches of x)(patches of y)ᵀ, made by the driver (BLAS)
+        op = st.pop
+        S = st.patch_scale
+        w(ind, f"ob = px * {HO * WO}")
+        w(ind, "for t in range(nsp):")
+        w(ind + 1, f"kk = {S!r} * G[ob + t] + {op.b2!r}")
+        w(ind + 1, "rk[t] = kk")
+        if want_ntk:
+            w(ind + 1, "rt[t] = kk")
+    elif st.producer == "input":
         C = prog.channels
         w(ind, "for t in range(nsp):")
         w(ind + 1, "rk[t] = 0.0")
@@ -617,7 +638,7 @@ def _emit_stage(w: _W, name: str, st: Stage, prog: ImageProgram, duals: dict, wa
 
 def _span_of(st: Stage) -> int:
     """Loop length of the producer over the plane rk."""
-    if st.producer in ("input", "pool"):
+    if st.producer in ("input", "pool", "patch"):
         return st.ho * st.wo
     return st.lprod.span
 
@@ -684,7 +705,7 @@ def generate(prog: ImageProgram, want_ntk: bool = True, fuse: bool = True) -> Ge
         w(0, line)
 
     # ---- pair pass (fused stages)
-    items = _group(prog, fuse, want_ntk)
+    items = _group(prog, fuse, want_ntk, patches=True)
     pair_dims, pair_buffers = _emit_pair_driver(w, items, prog, duals, want_ntk)
 
     src = w.text()
@@ -702,6 +723,8 @@ def _stage_call(st: Stage, name: str, cur: int, want_ntk: bool, l_tables: dict, 
     T = ["T0", "T1"]
     if st.producer == "input":
         args = ["A[a]", "BT[b]"]
+    elif st.producer == "patch":
+        args = ["G"]
     else:
         args = [K[cur]] + ([T[cur]] if want_ntk and st.t_in else [])
     nxt = 1 - cur
@@ -721,7 +744,12 @@ def _tables(l: int, hermite: bool) -> list[str]:
     return t
 
 
-def _emit_buffers(w: _W, ind: int, state: int, plane: int, want_ntk: bool):
+def _emit_buffers(w: _W, ind: int, state: int, plane: int, want_ntk: bool, items=()):
+    for kind, st in items:
+        if kind == "stage" and st.producer == "patch":
+            PO = st.ho * st.wo
+            w(ind, f"G = np.zeros({PO * PO})")
+            w(ind, f"G2 = G.reshape(({PO}, {PO}))")
     w(ind, f"K0 = np.zeros({state})")
     w(ind, f"K1 = np.zeros({state})")
     if want_ntk:
@@ -743,7 +771,10 @@ def _emit_diag(w: _W, name: str, st: Stage):
     w(1, f"for i1 in range({HO}):")
     w(2, f"for j1 in range({WO}):")
     ind = 3
-    if st.producer == "conv":
+    if st.producer == "patch":
+        w(ind, f"px = i1 * {WO} + j1")
+        w(ind, f"q[px] = {st.patch_scale!r} * Kin[px * {HO * WO} + px] + {op.b2!r}")
+    elif st.producer == "conv":
         S = op.w2 / (op.fh * op.fw)
         taps = [(a_, b_) for a_ in range(op.fh) for b_ in range(op.fw)]
         ilo, ihi = op.ph, HIN - (op.fh - 1 - op.ph)
@@ -796,10 +827,10 @@ def _emit_self_driver(w: _W, items, names, prog, duals, want_ntk, state, plane):
             dnames[nm] = nm + "_diag"
             _emit_diag(w, dnames[nm], it)
     w(0, "@njit(nogil=True, cache=True, error_model='numpy')")
-    w(0, f"def self_pass(A, BT, ia, dims, {', '.join(targs + ['outK', 'outT'])}):")
+    w(0, f"def self_pass(A, BT, PA, PB, ia, dims, {', '.join(targs + ['outK', 'outT'])}):")
     w(1, '"""Images A[ia[p]] with themselves; fills the tables q, sqrt(q), 1/sqrt(q) of every')
     w(1, 'activation for those images (rows ia[p]) before the activation runs."""')
-    _emit_buffers(w, 1, state, plane, want_ntk)
+    _emit_buffers(w, 1, state, plane, want_ntk, items)
     w(1, "for p in range(ia.shape[0]):")
     w(2, "a = ia[p]")
     w(2, "b = a")
@@ -811,9 +842,11 @@ def _emit_self_driver(w: _W, items, names, prog, duals, want_ntk, state, plane):
     dims: list = []
     for (kind, it), nm in zip(items, names):
         if kind == "stage":
+            if it.producer == "patch":
+                w(2, "np.dot(PA[a], PB[b].T, G2)")
             if it.act_index is not None:
                 l = it.act_index
-                w(2, f"{dnames[nm]}(K{cur}, qA{l}[a])")
+                w(2, f"{dnames[nm]}({'G' if it.producer == 'patch' else f'K{cur}'}, qA{l}[a])")
                 w(2, f"for z in range(qA{l}.shape[1]):")
                 w(3, f"v = math.sqrt(qA{l}[a, z])")
                 w(3, f"sA{l}[a, z] = v")
@@ -849,11 +882,12 @@ def _emit_pair_driver(w: _W, items, prog, duals, want_ntk):
             targs += [f"rA{l}", f"rB{l}"]
     state, plane = _buffers(items)
     w(0, "@njit(nogil=True, cache=True, error_model='numpy')")
-    w(0, f"def pair_pass(A, BT, ia, ib, dims, {', '.join(targs + ['outK', 'outT'])}):")
+    w(0, f"def pair_pass(A, BT, PA, PB, ia, ib, dims, {', '.join(targs + ['outK', 'outT'])}):")
     w(1, '"""All layers for the image pairs (A[ia[p]], B[ib[p]]): A as (n, P, C), B transposed')
-    w(1, 'as (n, C, P).  Runs without the GIL: each worker thread calls it on its share of the')
+    w(1, 'as (n, C, P), PA/PB their patch matrices (n, P, taps*C) when the first layer is a')
+    w(1, 'convolution.  Runs without the GIL: each worker thread calls it on its share of the')
     w(1, 'pairs, with its own P x P buffers; dims: plane sizes (run-time values, see the stages)."""')
-    _emit_buffers(w, 1, state, plane, want_ntk)
+    _emit_buffers(w, 1, state, plane, want_ntk, items)
     w(1, "for p in range(ia.shape[0]):")
     w(2, "a = ia[p]")
     w(2, "b = ib[p]")
@@ -864,6 +898,8 @@ def _emit_pair_driver(w: _W, items, prog, duals, want_ntk):
     dims: list = []
     for (kind, it), nm in zip(items, names):
         if kind == "stage":
+            if it.producer == "patch":
+                w(2, "np.dot(PA[a], PB[b].T, G2)")
             call, cur = _stage_call(it, nm, cur, want_ntk, ltab, dims)
             w(2, f"k, t = {call}" if it.sink in ("flatten", "gap") else call)
         else:
@@ -939,7 +975,16 @@ def default_threads() -> int:
 
 
 def _in_threads(fn, n: int, threads: int):
-    """Call fn(lo, hi) on `threads` contiguous parts of range(n) at once (fn releases the GIL)."""
+    """Call fn(lo, hi) on `threads` contiguous parts of range(n) at once (fn releases the GIL).
+    BLAS (the first layer's matrix product) runs single-threaded inside: the parallelism is
+    over pairs, and nested BLAS threads would only spin against the workers."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        _in_threads_raw(fn, n, threads)
+
+
+def _in_threads_raw(fn, n: int, threads: int):
     threads = max(1, min(threads, n))
     cuts = np.linspace(0, n, threads + 1).round().astype(int)
     parts = [(int(cuts[i]), int(cuts[i + 1])) for i in range(threads) if cuts[i + 1] > cuts[i]]
@@ -961,6 +1006,19 @@ def _roots(q: np.ndarray):
     return q, s, i
 
 
+def image_patches(prog: ImageProgram, A: np.ndarray) -> np.ndarray:
+    """(n, P_out, taps·C) patch matrices of the first convolution (zero padding for SAME), the
+    operands of its one matrix product per pair; a dummy when the first layer is no conv."""
+    op = prog.ops[0] if prog.ops else None
+    if op is None or op.kind != "conv":
+        return np.zeros((A.shape[0], 1, 1))
+    n, H, W, C = A.shape
+    same = op.hout == op.hin and op.wout == op.win
+    Ap = np.pad(A, ((0, 0), (op.ph, op.fh - 1 - op.ph), (op.pw, op.fw - 1 - op.pw), (0, 0))) if same else A
+    cols = [Ap[:, a:a + op.hout, b:b + op.wout, :] for a in range(op.fh) for b in range(op.fw)]
+    return np.ascontiguousarray(np.stack(cols, axis=3).reshape(n, op.hout * op.wout, op.fh * op.fw * C))
+
+
 def run_self(gen: Generated, mod, A: np.ndarray, threads: int | None = None):
     """Each image with itself through the generated ``self_pass`` (closed-form duals):
     (K(x, x) (n,), Θ(x, x) (n,), tables {op index: (q, √q, 1/√q, None)})."""
@@ -976,8 +1034,9 @@ def run_self(gen: Generated, mod, A: np.ndarray, threads: int | None = None):
     AT = np.ascontiguousarray(A2.transpose(0, 2, 1))
     ia = np.arange(n, dtype=np.int64)
     outK, outT = np.empty(n), np.empty(n)
-    _in_threads(lambda lo, hi: mod.self_pass(A2, AT, ia[lo:hi], gen.pair_dims, *args, outK[lo:hi], outT[lo:hi]),
-                n, threads or default_threads())
+    PA = image_patches(gen.prog, A)
+    _in_threads(lambda lo, hi: mod.self_pass(A2, AT, PA, PA, ia[lo:hi], gen.pair_dims, *args, outK[lo:hi],
+                                             outT[lo:hi]), n, threads or default_threads())
     return outK, outT, tables
 
 
@@ -1012,7 +1071,9 @@ def run_pairs(gen: Generated, mod, A, B, tabA, tabB, ia, ib, threads: int | None
     BT = np.ascontiguousarray(B.reshape(B.shape[0], -1, B.shape[-1]).transpose(0, 2, 1))
     ia = np.ascontiguousarray(ia, dtype=np.int64)
     ib = np.ascontiguousarray(ib, dtype=np.int64)
-    _in_threads(lambda lo, hi: mod.pair_pass(A2, BT, ia[lo:hi], ib[lo:hi], gen.pair_dims, *args,
+    PA = image_patches(gen.prog, A)
+    PB = PA if B is A else image_patches(gen.prog, B)
+    _in_threads(lambda lo, hi: mod.pair_pass(A2, BT, PA, PB, ia[lo:hi], ib[lo:hi], gen.pair_dims, *args,
                                              outK[lo:hi], outT[lo:hi]), len(ia), threads or default_threads())
     return outK, outT
 
