@@ -14,7 +14,8 @@ Dense(1.5, 0.1) → σ → Dense(1.5, 0.1) → σ → Dense(1.5, 0.1) with σ �
   (an outer jit around the batched function tries to allocate 40 GB at n = 4000; PEERS.md).
 * JAX's x64 mode is on for the float64 runs and off for the float32 ones (with it on,
   neural-tangents would compute float32 inputs in float64).
-* Timing: warm-up (compilation) excluded, median of ``--repeats`` (≥ 3) runs, wall clock,
+* Timing: warm-up (compilation) excluded, median of ``--repeats`` (≥ 3; neural-tangents) and
+  ``--dc-repeats`` (7; dualcalc, cheap) runs, wall clock,
   process CPU time beside it (the machine may be shared: CPU time is the steadier number).
 * "Gram+write": the matrix product plus one pass that writes both outputs, i.e. dualcalc on
   ``serial(Dense(1.5, 0.1))``; "ns/(entry·layer)": (time − that) / (n² × 2 activation layers).
@@ -65,7 +66,8 @@ def dc_net(act: str):
 
 
 def timed(fn, repeats: int):
-    """(median wall, median cpu, last result) over ``repeats`` runs (warm-up done by the caller)."""
+    """(median wall, median cpu, last result, fastest wall) over ``repeats`` runs (warm-up
+    done by the caller)."""
     walls, cpus, out = [], [], None
     for _ in range(repeats):
         out = None
@@ -73,7 +75,7 @@ def timed(fn, repeats: int):
         out = fn()
         walls.append(time.perf_counter() - t)
         cpus.append(time.process_time() - c)
-    return statistics.median(walls), statistics.median(cpus), out
+    return statistics.median(walls), statistics.median(cpus), out, min(walls)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -228,7 +230,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 2000, 4000])
     ap.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
     ap.add_argument("--acts", nargs="+", default=["relu", "gelu", "erf", "tanh"])
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="runs of neural-tangents (median)")
+    ap.add_argument("--dc-repeats", type=int, default=7, help="runs of dualcalc and of Gram+write (median)")
     ap.add_argument("--en-deg", type=int, default=25)
     ap.add_argument("--en-batch", type=int, default=1000)
     ap.add_argument("--skip-nt", action="store_true", help="time dualcalc only")
@@ -256,7 +259,8 @@ def main(argv=None) -> int:
         base_net.kernel(Xall[:100], backend="numba", dtype=dt)
         base = {}
         for n in args.sizes:
-            base[n] = timed(lambda: base_net.kernel(Xall[:n], backend="numba", dtype=dt), args.repeats)[:2]
+            bw, bc, _, bmin = timed(lambda: base_net.kernel(Xall[:n], backend="numba", dtype=dt), args.dc_repeats)
+            base[n] = (bw, bc, bmin)
         for act in args.acts:
             ref = reference(act, Xall[err_idx].astype(np.float64))
             net = dc_net(act)
@@ -270,15 +274,16 @@ def main(argv=None) -> int:
             sub = np.ix_(idx, idx)
             for n in args.sizes:
                 X = Xall[:n]
-                w, c, k = timed(lambda: net.kernel(X, backend="numba", dtype=dt), args.repeats)
+                w, c, k, wmin = timed(lambda: net.kernel(X, backend="numba", dtype=dt), args.dc_repeats)
                 e_dc = (rel_error(k.nngp[sub].astype(np.float64), ref[0]), rel_error(k.ntk[sub].astype(np.float64), ref[1]))
                 del k
                 row = dict(act=act, dtype=dtname, n=n, dc_wall=w, dc_cpu=c, base_wall=base[n][0], base_cpu=base[n][1],
-                           ns=max(w - base[n][0], 0.0) / (n * n * 2) * 1e9, dc_err=e_dc)
+                           ns=max(wmin - base[n][2], 0.0) / (n * n * 2) * 1e9, dc_min=wmin, base_min=base[n][2],
+                           dc_err=e_dc)
                 if fn is not None:
                     if not numerical:
                         fn(X)  # jit compiles per shape: warm-up excluded
-                    w2, c2, kn = timed(lambda: fn(X), args.repeats)
+                    w2, c2, kn, _ = timed(lambda: fn(X), args.repeats)
                     kk = (np.asarray(kn.nngp)[sub].astype(np.float64), np.asarray(kn.ntk)[sub].astype(np.float64))
                     del kn
                     row.update(nt_wall=w2, nt_cpu=c2, nt_err=(rel_error(kk[0], ref[0]), rel_error(kk[1], ref[1])),
@@ -317,14 +322,16 @@ def write_table(args, rows, mem, load0, load1, seconds):
         "",
         f"Network Dense({W_STD}, {B_STD}) → σ → Dense({W_STD}, {B_STD}) → σ → Dense({W_STD}, {B_STD}); "
         f"X: n × {D}, N(0, 1) rows scaled by U(0.5, 1.5); K(X, X), NNGP and NTK; "
-        f"median of {args.repeats} runs after a warm-up; wall seconds (CPU seconds).",
+        f"median of {args.dc_repeats} (dualcalc) / {args.repeats} (neural-tangents) runs after a warm-up; "
+        "wall seconds (CPU seconds of the process, all threads).",
         "neural-tangents: `jax.jit(kernel_fn)` (JAX x64 mode on for float64, off for float32); "
         "tanh has no closed form there: "
         f"`ElementwiseNumerical(jnp.tanh, deg={args.en_deg})` batched with `nt.batch(kernel_fn, {args.en_batch})`.",
         "dualcalc: `net.kernel(X, backend=\"numba\", dtype=...)`, everything included; tanh by its Hermite "
         "series (degree from its 1e-8 tolerance).",
         "Gram+write: the matrix product plus one pass writing both outputs (dualcalc on `serial(Dense)`); "
-        "ns/(entry·layer): (dualcalc − Gram+write) / (n² · 2 activation layers), wall.",
+        "ns/(entry·layer): (dualcalc − Gram+write) / (n² · 2 activation layers), from the fastest wall time of "
+        "each (a difference of medians drowns in the load's noise).",
         f"Error: max |K_ij − ref_ij| / √(ref_ii ref_jj) over all pairs of {ERR_ROWS} rows, NNGP / NTK; "
         "reference: mpmath (40 digits) along the recursion for the closed forms; for tanh (16 rows) 2-D "
         "composite Gauss–Legendre quadrature (panel 0.2, 12 nodes, |z| ≤ 10; agrees with panel 0.1 to < 1e-13).",
