@@ -447,5 +447,7 @@ def test_digits_accuracy():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     res = mod.digits_experiment(sketch_components=8192, verbose=False)
-    assert res["exact_acc"] >= 0.982, res
+    # neural-tangents' "98.2%" is 586/597 = 98.16% under this protocol: its kernel equals this one
+    # to ~1e-12 off the diagonal (checked in benchmarks/cntk.py --digits), so its predictions are these
+    assert res["exact_acc"] >= 586 / 597 - 1e-12, res
     assert abs(res["sketch_acc"] - res["exact_acc"]) <= 0.01, res
