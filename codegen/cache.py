@@ -75,9 +75,17 @@ def load_module(target: str, digest: str, text: str) -> ModuleType:
         if mod is not None:
             STATS["memory_hits"] += 1
             return mod
-        folder = cache_dir() / target
-        path = folder / f"{name}.py"
-        write_once(path, text)
+        path = cache_dir() / target / f"{name}.py"
+        try:
+            write_once(path, text)
+        except OSError as err:  # read-only home, full disk: a private temporary folder still works
+            import tempfile
+            import warnings
+
+            path = Path(tempfile.gettempdir()) / f"dualcalc-cache-{os.getuid()}" / target / f"{name}.py"
+            warnings.warn(f"dualcalc: cannot write the cache folder {cache_dir()} ({err}); using {path.parent}",
+                          RuntimeWarning, stacklevel=3)
+            write_once(path, text)
         spec = importlib.util.spec_from_file_location(name, path)
         mod = importlib.util.module_from_spec(spec)
         sys.modules[name] = mod
