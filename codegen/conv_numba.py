@@ -3,21 +3,26 @@ r"""Generated Numba source for the exact CNNGP/CNTK of a convolutional network.
 The generator reads the layer program of :func:`dualcalc.conv.image_program` (image sizes,
 filter sizes, paddings and weights become literals in the source) and emits one module:
 
-* ``stage<k>`` functions — one sweep over the pixel pairs of a layer group.  For every
-  x-pixel the sweep makes the *plane* of its covariances with all y-pixels from a producer
-  (input products, convolution, pooling, dense), applies an activation to the plane while
-  it is in L1 cache when one follows, and hands it to a sink (store, accumulate into the
-  pooled state, or reduce for Flatten / GlobalAvgPool).  So conv → activation → pool is one
-  pass over memory, and the post-activation state of the pair is never stored.  Planes
-  that feed a SAME convolution are stored zero-padded, so a filter tap is one long
-  contiguous shifted add that LLVM vectorises (no border tests in the inner loop).
-* ``pair_pass`` — all layers for a list of image pairs with P×P buffers of its own; it
-  runs without the GIL, one call per worker thread;
-
-The images' own recursions (their pixel variances at every activation, from which the
-per-pixel tables q, √q, 1/√q and, for Hermite duals, r_l(q) are made, and the diagonal of
-K(X, X)) run once per image in the NumPy reference of :mod:`dualcalc.conv_kernel`, where
-ρ is exactly 1 on each image's own pixel diagonal.
+* ``pair_stage<k>`` functions — one x-row of a layer group.  For every x-pixel of the row
+  the stage makes the *plane* of its covariances with all y-pixels from a producer (the
+  first convolution as a dot product of the two images' patches, input products,
+  convolution, pooling, dense), applies an activation to the plane while it is in L1 cache
+  when one follows, and hands it to a sink (store, accumulate into the pooled state, or
+  reduce for Flatten / GlobalAvgPool).  So conv → activation → pool is one pass over
+  memory, and the post-activation state of the pair is never stored.  Planes that feed a
+  SAME convolution are stored zero-padded, so a filter tap is one long contiguous shifted
+  add that LLVM vectorises (no border tests in the inner loop).
+* ``pair_pass`` — all layers for a list of image pairs.  The stages are interleaved row by
+  row (:func:`schedule`: a row of a stage runs as soon as the rows of its input that it
+  reads exist), so every stored state is a *ring* of a few x-rows (3 for a 3×3 SAME
+  convolution) instead of all of them: for Myrtle-5 on 32×32 images about 2 MB per thread
+  instead of ~40 MB, which keeps the pass in cache rather than in main memory.  It runs
+  without the GIL, one call per worker thread, with buffers of its own.
+* ``self_pass`` (closed-form duals) — each image with itself, stage by stage over full-size
+  states, recording the pixel variances q at every activation (and so the per-pixel tables
+  q, √q, 1/√q) and the diagonal of K(X, X); the same stage functions, so ρ is exactly 1 on
+  each image's own pixel diagonal.  For Hermite duals the tables (with r_l(q)) come from the
+  NumPy reference of :mod:`dualcalc.conv_kernel`.
 
 Closed-form duals are printed from their SymPy expressions (common subexpressions
 shared between k and k̇, the x-pixel-only ones hoisted out of the row loop); Hermite duals
@@ -41,7 +46,7 @@ from dualcalc.conv import ImageProgram, Op
 from dualcalc.errors import BackendError
 from dualcalc.symbols import q1 as Q1, q2 as Q2, rho as RHO
 
-GENERATOR_VERSION = "conv-numba-3"
+GENERATOR_VERSION = "conv-numba-4"
 
 #: Branch-free arc cosine / arc sine: asin(x) = x + x·z·g(z), z = x² on |x| ≤ 1/2, and the
 #: half-angle reduction acos(a) = 2·asin(√((1−a)/2)) beyond, with g a degree-11 polynomial
@@ -280,6 +285,8 @@ class Generated:
     spatial_act: dict[int, tuple[int, int]]  # op index -> (h, w) of its state, (0, 0) scalar
     pair_dims: np.ndarray | None = None
     pair_buffers: tuple[int, int] = (1, 1)
+    schedule: np.ndarray | None = None  # the pair pass's (stage, x-row) order
+    rings: list[int] | None = None  # x-rows kept of each stage's output in the pair pass
 
 
 def _group(prog: ImageProgram, fuse: bool, want_ntk: bool, start: int = 0, stop: int | None = None,
@@ -287,9 +294,9 @@ def _group(prog: ImageProgram, fuse: bool, want_ntk: bool, start: int = 0, stop:
     """Stages for ops[start:stop] (spatial part) and the scalar tail ops, in order:
     a list of ("stage", Stage) and ("scalar", op_index) items, with layouts assigned.
 
-    ``patches``: when the network starts with a convolution, its output for a pair is one
-    matrix product of the two images' patch matrices (a "patch" producer, BLAS) instead of
-    the input products followed by the filter sums."""
+    ``patches``: when the network starts with a convolution, each entry of its output for a
+    pair is one dot product of the two images' patches (a "patch" producer) instead of the
+    input products followed by the filter sums."""
     ops = prog.ops
     stop = len(ops) if stop is None else stop
     items: list = []
@@ -421,10 +428,94 @@ def _emit_entry_act(w: _W, ind: int, dc: DualCode, want_ntk: bool, y: dict, kvar
     w(ind, f"{kvar} = k_")
 
 
+def _rows(st: Stage) -> int:
+    """Number of x-rows a stage iterates (a pool sink drops the rows past the last window)."""
+    return st.sop.hout * st.sop.fh if st.sink == "pool" else st.ho
+
+
+def _out_rows(st: Stage) -> int:
+    """Rows of the state a store / pool sink writes."""
+    return st.sop.hout if st.sink == "pool" else st.ho
+
+
+def _out_row(st: Stage, i: int) -> int:
+    return i // st.sop.fh if st.sink == "pool" else i
+
+
+def _needs(st: Stage, i: int) -> tuple[int, int]:
+    """The rows [lo, hi] of the stored input state that x-row i of a stage reads."""
+    p = st.pop
+    if st.producer == "conv":
+        lo, hi = i - p.ph, i + p.fh - 1 - p.ph
+    elif st.producer == "pool":
+        lo, hi = i * p.fh, i * p.fh + p.fh - 1
+    else:
+        lo = hi = i
+    return max(lo, 0), min(hi, st.hin - 1)
+
+
+def schedule(stages: list[Stage]) -> tuple[list[tuple[int, int]], list[int]]:
+    """The pair pass's order of (stage, x-row) calls and the ring size (in rows) of every
+    stage's output state.
+
+    Depth first: a row of the deepest stage whose input rows are complete runs next, so a state
+    is consumed as soon as it is made and only a few of its x-rows are live at once (a 3×3
+    SAME convolution keeps 3).  The ring sizes are the most rows live at any point of that
+    order, so row r can live in slot r % ring."""
+    S = len(stages)
+    rows = [_rows(s) for s in stages]
+    done = [0] * S
+    rings = [1] * S
+    order: list[tuple[int, int]] = []
+
+    def complete(k: int) -> int:  # output rows of stage k that are final
+        return done[k] // stages[k].sop.fh if stages[k].sink == "pool" else done[k]
+
+    while done[-1] < rows[-1]:
+        for k in range(S - 1, -1, -1):
+            if done[k] < rows[k] and (k == 0 or complete(k - 1) > _needs(stages[k], done[k])[1]):
+                break
+        else:  # pragma: no cover - every input row is eventually complete
+            raise AssertionError("stage schedule stalled")
+        order.append((k, done[k]))
+        done[k] += 1
+        for j in range(S - 1):
+            if done[j]:
+                hi = _out_row(stages[j], done[j] - 1)
+                lo = _needs(stages[j + 1], done[j + 1])[0] if done[j + 1] < rows[j + 1] else hi
+                rings[j] = max(rings[j], hi - lo + 1)
+    return order, rings
+
+
+def _emit_zero_pads(w: _W, ind: int, lo: Layout, h: int, arrays: list[str]):
+    """Zero the padding of the plane at ``ob`` (the interior is written separately)."""
+    segs = [("0", str(lo.first))]  # the top rows and the left pad of the first row
+    segs.append((f"(i2 + {lo.pt}) * {lo.stride} + {lo.pl + lo.w}", f"{lo.stride - lo.w}"))  # right + next left
+    segs.append((f"{(h + lo.pt) * lo.stride + lo.pl}", f"{lo.size - (h + lo.pt) * lo.stride - lo.pl}"))
+    if lo.first:
+        w(ind, f"for z in range({lo.first}):")
+        for a in arrays:
+            w(ind + 1, f"{a}[ob + z] = 0.0")
+    if lo.stride > lo.w:
+        w(ind, f"for i2 in range({h}):")
+        w(ind + 1, f"for z in range({segs[1][1]}):")
+        for a in arrays:
+            w(ind + 2, f"{a}[ob + {segs[1][0]} + z] = 0.0")
+    tail = lo.size - (h + lo.pt) * lo.stride - lo.pl
+    if tail > 0:
+        w(ind, f"for z in range({tail}):")
+        for a in arrays:
+            w(ind + 1, f"{a}[ob + {segs[2][0]} + z] = 0.0")
+
+
 def _emit_stage(w: _W, name: str, st: Stage, prog: ImageProgram, duals: dict, want_ntk: bool):
-    """One sweep over the x-pixels: produce the plane rk (and rt) of each, activate, sink.
-    Loop lengths inside a plane are run-time values (``nw``, ``nsp``) so that LLVM
-    vectorises the loops instead of unrolling short constant loops into scalar code."""
+    """One x-row ``i1`` of a stage: for every x-pixel of the row, produce the plane rk (and
+    rt) of its covariances with all y-pixels, activate, sink.  Stored states are rings of
+    x-rows: row r of the input in slot r % ``rin``, of the output in slot r % ``rout``
+    (the pair pass streams the stages through small rings, the self pass runs each stage
+    over all its rows with full-size ones).  Loop lengths inside a plane are run-time values
+    (``nw``, ``nsp``) so that LLVM vectorises the loops instead of unrolling short constant
+    loops into scalar code."""
     ops = prog.ops
     l = st.act_index
     dc = duals[l] if l is not None else None
@@ -432,10 +523,10 @@ def _emit_stage(w: _W, name: str, st: Stage, prog: ImageProgram, duals: dict, wa
     T = want_ntk and st.t_out
     tin = want_ntk and st.t_in
     stores = st.sink in ("store", "pool")
-    args = (["xa", "xb"] if st.producer == "input" else ["G"] if st.producer == "patch"
-            else (["Kin", "Tin"] if tin else ["Kin"]))
+    args = ["i1"] + (["xa", "xb"] if st.producer == "input" else ["g"] if st.producer == "patch"
+                     else (["Kin", "Tin"] if tin else ["Kin"]))
     args += (["Kout", "Tout"] if T else ["Kout"]) if stores else []
-    args += ["rk", "rt", "nw", "nsp"]
+    args += ["rk", "rt", "nw", "nsp", "rin", "rout"]
     if l is not None:
         args += _act_args(l, hermite)
     HO, WO, HIN, WIN = st.ho, st.wo, st.hin, st.win
@@ -444,25 +535,25 @@ def _emit_stage(w: _W, name: str, st: Stage, prog: ImageProgram, duals: dict, wa
     desc += (f" -> {ops[l].act.label}" if l is not None else "") + (f" -> {st.sink}" if st.sink != "store" else "")
     w(0, "@njit(cache=True, nogil=True, error_model='numpy')")
     w(0, f"def {name}({', '.join(args)}):")
-    w(1, f'"""{desc}: {HIN}x{WIN} -> {HO}x{WO} pixels; plane layouts in {li}, work {lp}, out {lo}.')
-    w(1, f'nw = {WO}, nsp = {_span_of(st)} (run-time values)."""')
+    w(1, f'"""{desc}, x-row i1: {HIN}x{WIN} -> {HO}x{WO} pixels; plane layouts in {li}, work {lp}, out {lo}.')
+    w(1, f'nw = {WO}, nsp = {_span_of(st)} (run-time values); states are rings of rin / rout x-rows."""')
     if st.sink == "pool":
         sp_ = st.sop
-        w(1, f"for z in range({sp_.hout * sp_.wout * lo.size}):")
-        w(2, "Kout[z] = 0.0")
+        row = sp_.wout * lo.size
+        w(1, f"if i1 % {sp_.fh} == 0:  # the first input row of a pooled row: start that row at zero")
+        w(2, f"ob = (i1 // {sp_.fh}) % rout * {row}")
+        w(2, f"for z in range({row}):")
+        w(3, "Kout[ob + z] = 0.0")
         if T:
-            w(2, "Tout[z] = 0.0")
+            w(3, "Tout[ob + z] = 0.0")
     if st.sink in ("flatten", "gap"):
         w(1, "sk = 0.0")
         w(1, "st_ = 0.0")
     if hermite:
         w(1, f"nl{l} = rx{l}.shape[1]")
-    h_lim, w_lim = HO, WO
-    if st.sink == "pool":
-        h_lim, w_lim = st.sop.hout * st.sop.fh, st.sop.wout * st.sop.fw
-    w(1, f"for i1 in range({h_lim}):")
-    w(2, f"for j1 in range({w_lim}):")
-    ind = 3
+    w_lim = st.sop.wout * st.sop.fw if st.sink == "pool" else WO
+    w(1, f"for j1 in range({w_lim}):")
+    ind = 2
     w(ind, f"px = i1 * {WO} + j1")
     if l is not None:
         w(ind, f"q1 = qx{l}[px]")
@@ -471,12 +562,12 @@ def _emit_stage(w: _W, name: str, st: Stage, prog: ImageProgram, duals: dict, wa
         for line in dc.hoist:
             w(ind, line)
     # ---- producer: the plane rk (and rt) in layout lp
-    if st.producer == "patch":  # G = (patches of x)(patches of y)ᵀ, made by the driver (BLAS)
+    if st.producer == "patch":  # g = (patches of this row of x)(patches of y)ᵀ, made by the driver (BLAS)
         op = st.pop
         S = st.patch_scale
-        w(ind, f"ob = px * {HO * WO}")
+        w(ind, f"ob = j1 * {HO * WO}")
         w(ind, "for t in range(nsp):")
-        w(ind + 1, f"kk = {S!r} * G[ob + t] + {op.b2!r}")
+        w(ind + 1, f"kk = {S!r} * g[ob + t] + {op.b2!r}")
         w(ind + 1, "rk[t] = kk")
         if want_ntk:
             w(ind + 1, "rt[t] = kk")
@@ -497,9 +588,10 @@ def _emit_stage(w: _W, name: str, st: Stage, prog: ImageProgram, duals: dict, wa
         jlo, jhi = op.pw, WIN - (op.fw - 1 - op.pw)
         w(ind, f"if i1 >= {ilo} and i1 < {ihi} and j1 >= {jlo} and j1 < {jhi}:")
         taps = [(a_, b_) for a_ in range(op.fh) for b_ in range(op.fw)]
+        for a_ in range(op.fh):
+            w(ind + 1, f"r{a_} = (i1 + {a_ - op.ph}) % rin * {WIN} + j1")
         for a_, b_ in taps:
-            w(ind + 1, f"s{a_}_{b_} = ((i1 + {a_ - op.ph}) * {WIN} + j1 + {b_ - op.pw}) * {li.size} + {t0} "
-                       f"+ {(a_ - op.ph) * li.stride + b_ - op.pw}")
+            w(ind + 1, f"s{a_}_{b_} = (r{a_} + {b_ - op.pw}) * {li.size} + {t0 + (a_ - op.ph) * li.stride + b_ - op.pw}")
         w(ind + 1, "for t in range(nsp):")
         w(ind + 2, "kk = " + " + ".join(f"Kin[s{a_}_{b_} + t]" for a_, b_ in taps))
         w(ind + 2, f"kk = {S!r} * kk + {op.b2!r}")
@@ -524,7 +616,7 @@ def _emit_stage(w: _W, name: str, st: Stage, prog: ImageProgram, duals: dict, wa
         w(ind + 2, f"c1 = j1 + b - {op.pw}")
         w(ind + 2, f"if c1 < 0 or c1 >= {WIN}:")
         w(ind + 3, "continue")
-        w(ind + 2, f"src = (r1 * {WIN} + c1) * {li.size} + {t0} + (a - {op.ph}) * {li.stride} + b - {op.pw}")
+        w(ind + 2, f"src = (r1 % rin * {WIN} + c1) * {li.size} + {t0} + (a - {op.ph}) * {li.stride} + b - {op.pw}")
         w(ind + 2, "for t in range(nsp):")
         w(ind + 3, f"rk[{t0} + t] += Kin[src + t]")
         if tin:
@@ -544,7 +636,7 @@ def _emit_stage(w: _W, name: str, st: Stage, prog: ImageProgram, duals: dict, wa
             w(ind + 1, "rt[t] = 0.0")
         w(ind, f"for a1 in range({op.fh}):")
         w(ind + 1, f"for b1 in range({op.fw}):")
-        w(ind + 2, f"src = ((i1 * {op.fh} + a1) * {WIN} + j1 * {op.fw} + b1) * {li.size}")
+        w(ind + 2, f"src = ((i1 * {op.fh} + a1) % rin * {WIN} + j1 * {op.fw} + b1) * {li.size}")
         w(ind + 2, f"for i2 in range({HO}):")
         w(ind + 3, f"for a2 in range({op.fh}):")
         w(ind + 4, f"ri = src + (i2 * {op.fh} + a2 + {li.pt}) * {li.stride} + {li.pl}")
@@ -559,7 +651,7 @@ def _emit_stage(w: _W, name: str, st: Stage, prog: ImageProgram, duals: dict, wa
             w(ind + 1, f"rt[t] *= {inv!r}")
     elif st.producer in ("dense", "ident"):
         t0 = lp.first
-        w(ind, f"ob = px * {li.size} + {t0}")
+        w(ind, f"ob = (i1 % rin * {WO} + j1) * {li.size} + {t0}")
         w(ind, "for t in range(nsp):")
         if st.producer == "dense":
             op = st.pop
@@ -584,12 +676,9 @@ def _emit_stage(w: _W, name: str, st: Stage, prog: ImageProgram, duals: dict, wa
                         f"rx{l}[px, {{}}]", f"ry{l}[iy_, {{}}]", f"nl{l}")
     # ---- sink
     if st.sink == "store":
-        w(ind, f"ob = px * {lo.size}")
+        w(ind, f"ob = (i1 % rout * {WO} + j1) * {lo.size}")
         if lo.padded:
-            w(ind, f"for z in range({lo.size}):")  # pads are zero; the interior is overwritten below
-            w(ind + 1, "Kout[ob + z] = 0.0")
-            if T:
-                w(ind + 1, "Tout[ob + z] = 0.0")
+            _emit_zero_pads(w, ind, lo, HO, ["Kout"] + (["Tout"] if T else []))
         w(ind, f"for i2 in range({HO}):")
         w(ind + 1, f"ro = ob + (i2 + {lo.pt}) * {lo.stride} + {lo.pl}")
         w(ind + 1, f"ri = (i2 + {lp.pt}) * {lp.stride} + {lp.pl}")
@@ -600,7 +689,7 @@ def _emit_stage(w: _W, name: str, st: Stage, prog: ImageProgram, duals: dict, wa
     elif st.sink == "pool":
         sp_ = st.sop
         inv = 1.0 / (sp_.fh * sp_.fw) ** 2
-        w(ind, f"pb = (i1 // {sp_.fh} * {sp_.wout} + j1 // {sp_.fw}) * {lo.size}")
+        w(ind, f"pb = ((i1 // {sp_.fh}) % rout * {sp_.wout} + j1 // {sp_.fw}) * {lo.size}")
         w(ind, f"for I2 in range({sp_.hout}):")
         w(ind + 1, f"for J2 in range({sp_.wout}):")
         w(ind + 2, "acc = 0.0")
@@ -628,11 +717,8 @@ def _emit_stage(w: _W, name: str, st: Stage, prog: ImageProgram, duals: dict, wa
         w(ind + 2, "sk += rk[rb + j]")
         if T:
             w(ind + 2, "st_ += rt[rb + j]")
-    if st.sink in ("flatten", "gap"):
-        n = HO * WO if st.sink == "flatten" else (HO * WO) ** 2
-        w(1, f"return sk * {1.0 / n!r}, st_ * {1.0 / n!r}")
-    else:
-        w(1, "return 0.0, 0.0")
+    # flatten / gap: this row's sums (the driver adds the rows and takes the mean)
+    w(1, "return sk, st_" if st.sink in ("flatten", "gap") else "return 0.0, 0.0")
     w(0)
 
 
@@ -641,6 +727,11 @@ def _span_of(st: Stage) -> int:
     if st.producer in ("input", "pool", "patch"):
         return st.ho * st.wo
     return st.lprod.span
+
+
+def _mean_of(st: Stage) -> float:
+    """1 / the number of entries a flatten (pixel diagonal) or gap (all pixel pairs) averages."""
+    return 1.0 / (st.ho * st.wo if st.sink == "flatten" else (st.ho * st.wo) ** 2)
 
 
 def _emit_scalar_op(w: _W, ind: int, op: Op, l: int, duals: dict, want_ntk: bool):
@@ -662,7 +753,7 @@ def _emit_scalar_op(w: _W, ind: int, op: Op, l: int, duals: dict, want_ntk: bool
 
 
 def _buffers(items) -> tuple[int, int]:
-    """Sizes of the state buffers and of the working planes."""
+    """Sizes of the self pass's (full) state buffers and of the working planes."""
     state, plane = 1, 1
     for kind, st in items:
         if kind != "stage":
@@ -704,37 +795,27 @@ def generate(prog: ImageProgram, want_ntk: bool = True, fuse: bool = True) -> Ge
     for line in RUNTIME.splitlines():
         w(0, line)
 
-    # ---- pair pass (fused stages)
     items = _group(prog, fuse, want_ntk, patches=True)
-    pair_dims, pair_buffers = _emit_pair_driver(w, items, prog, duals, want_ntk)
+    stages = [it for kind, it in items if kind == "stage"]
+    order, rings = schedule(stages)
+    dims = [v for st in stages for v in (st.wo, _span_of(st))] + [0]
+    names = [f"pair_stage{k}" for k in range(len(stages))]
+    for st, nm in zip(stages, names):
+        _emit_stage(w, nm, st, prog, duals, want_ntk)
+    tails = [it for kind, it in items if kind == "scalar"]
+    _emit_pair_driver(w, stages, names, tails, rings, prog, duals, want_ntk)
+    state, plane = _buffers(items)
+    if all(duals[l].kind == "closed" for l in acts):
+        _emit_self_driver(w, stages, names, tails, prog, duals, want_ntk, state, plane)
 
     src = w.text()
     name = "dualcalc_conv_" + hashlib.sha256(src.encode()).hexdigest()[:20]
     g = Generated(src, name, prog, want_ntk, acts, hermite, spatial_act)
-    g.pair_dims = np.array(pair_dims + [0], dtype=np.int64)
-    g.pair_buffers = pair_buffers
+    g.pair_dims = np.array(dims, dtype=np.int64)
+    g.pair_buffers = (state, plane)
+    g.schedule = np.array(order, dtype=np.int64).reshape(-1, 2)
+    g.rings = rings
     return g
-
-
-def _stage_call(st: Stage, name: str, cur: int, want_ntk: bool, l_tables: dict, dims: list):
-    """Text of a stage call; returns (call_text, new_cur).  The plane sizes go in through the
-    run-time array ``dims`` (values appended to ``dims``)."""
-    K = ["K0", "K1"]
-    T = ["T0", "T1"]
-    if st.producer == "input":
-        args = ["A[a]", "BT[b]"]
-    elif st.producer == "patch":
-        args = ["G"]
-    else:
-        args = [K[cur]] + ([T[cur]] if want_ntk and st.t_in else [])
-    nxt = 1 - cur
-    if st.sink in ("store", "pool"):
-        args += [K[nxt]] + ([T[nxt]] if want_ntk and st.t_out else [])
-    args += ["rk", "rt", f"dims[{len(dims)}]", f"dims[{len(dims) + 1}]"]
-    dims += [st.wo, _span_of(st)]
-    if st.act_index is not None:
-        args += l_tables[st.act_index]
-    return f"{name}({', '.join(args)})", nxt
 
 
 def _tables(l: int, hermite: bool) -> list[str]:
@@ -744,37 +825,46 @@ def _tables(l: int, hermite: bool) -> list[str]:
     return t
 
 
-def _emit_buffers(w: _W, ind: int, state: int, plane: int, want_ntk: bool, items=()):
-    for kind, st in items:
-        if kind == "stage" and st.producer == "patch":
-            PO = st.ho * st.wo
-            w(ind, f"G = np.zeros({PO * PO})")
-            w(ind, f"G2 = G.reshape(({PO}, {PO}))")
-    w(ind, f"K0 = np.zeros({state})")
-    w(ind, f"K1 = np.zeros({state})")
-    if want_ntk:
-        w(ind, f"T0 = np.zeros({state})")
-        w(ind, f"T1 = np.zeros({state})")
-    w(ind, f"rk = np.zeros({plane})")
-    w(ind, f"rt = np.zeros({plane})")
+def _call(st: Stage, k: int, name: str, row: str, src: list[str], dst: list[str], rin, rout,
+          want_ntk: bool, tables: dict) -> str:
+    """Text of the call of stage k on x-row ``row``: input ``src`` (state names, or the
+    images' arrays for the first stage), output ``dst`` (K, Θ state names)."""
+    if st.producer == "input":
+        args = ["A[a]", "BT[b]"]
+    elif st.producer == "patch":
+        args = ["g"]
+    else:
+        args = src[:1] + (src[1:] if want_ntk and st.t_in else [])
+    if st.sink in ("store", "pool"):
+        args += dst[:1] + (dst[1:] if want_ntk and st.t_out else [])
+    args += ["rk", "rt", f"dims[{2 * k}]", f"dims[{2 * k + 1}]", str(rin), str(rout)]
+    if st.act_index is not None:
+        args += tables[st.act_index]
+    return f"{name}({row}, {', '.join(args)})"
 
 
-def _emit_diag(w: _W, name: str, st: Stage):
+def _emit_diag(w: _W, name: str, st: Stage, prog: ImageProgram):
     """Pixel variances of the state a stage's activation sees, q[i] = K_xx[i, i], from the
-    stored input state of an image with itself — the producer's arithmetic on the diagonal
-    entries only, in the same order, so q is bit-identical to the entries the stage makes."""
+    stored input state of an image with itself (or its patches, for the first convolution) —
+    the producer's arithmetic on the diagonal entries only, in the same order, so q is
+    bit-identical to the entries the stage makes and ρ is exactly 1 on the diagonal."""
     op, li = st.pop, st.lin
     HO, WO, HIN, WIN = st.ho, st.wo, st.hin, st.win
     w(0, "@njit(cache=True, nogil=True, error_model='numpy')")
+    if st.producer == "patch":
+        w(0, f"def {name}(i1, g, q):")
+        w(1, f'"""Diagonal of x-row i1 of the first convolution ({HO}x{WO} pixels) from its row block g."""')
+        w(1, f"for j1 in range({WO}):")
+        w(2, f"px = i1 * {WO} + j1")
+        w(2, f"q[px] = {st.patch_scale!r} * g[j1 * {HO * WO} + px] + {op.b2!r}")
+        w(0)
+        return
     w(0, f"def {name}(Kin, q):")
     w(1, f'"""Diagonal of the {st.producer} output ({HO}x{WO} pixels) from input layout {li}."""')
     w(1, f"for i1 in range({HO}):")
     w(2, f"for j1 in range({WO}):")
     ind = 3
-    if st.producer == "patch":
-        w(ind, f"px = i1 * {WO} + j1")
-        w(ind, f"q[px] = {st.patch_scale!r} * Kin[px * {HO * WO} + px] + {op.b2!r}")
-    elif st.producer == "conv":
+    if st.producer == "conv":
         S = op.w2 / (op.fh * op.fw)
         taps = [(a_, b_) for a_ in range(op.fh) for b_ in range(op.fw)]
         ilo, ihi = op.ph, HIN - (op.fh - 1 - op.ph)
@@ -815,101 +905,153 @@ def _emit_diag(w: _W, name: str, st: Stage):
     w(0)
 
 
-def _emit_self_driver(w: _W, items, names, prog, duals, want_ntk, state, plane):
-    """``self_pass``: every image with itself, filling the per-pixel tables of every activation
-    on the way (closed-form duals only) and returning K(x, x), Θ(x, x)."""
-    targs = []
-    for l in prog.act_ops:
-        targs += [f"qA{l}", f"sA{l}", f"iA{l}"]
-    dnames = {}
-    for (kind, it), nm in zip(items, names):
-        if kind == "stage" and it.act_index is not None:
-            dnames[nm] = nm + "_diag"
-            _emit_diag(w, dnames[nm], it)
-    w(0, "@njit(nogil=True, cache=True, error_model='numpy')")
-    w(0, f"def self_pass(A, BT, PA, PB, ia, dims, {', '.join(targs + ['outK', 'outT'])}):")
-    w(1, '"""Images A[ia[p]] with themselves; fills the tables q, sqrt(q), 1/sqrt(q) of every')
-    w(1, 'activation for those images (rows ia[p]) before the activation runs."""')
-    _emit_buffers(w, 1, state, plane, want_ntk, items)
-    w(1, "for p in range(ia.shape[0]):")
-    w(2, "a = ia[p]")
-    w(2, "b = a")
-    w(2, "k = 0.0")
-    w(2, "t = 0.0")
-    ltab = {l: _tables(l, False) for l in prog.act_ops}
-    ltab = {l: [x.replace("B", "A") for x in v] for l, v in ltab.items()}
-    cur = 0
-    dims: list = []
-    for (kind, it), nm in zip(items, names):
-        if kind == "stage":
-            if it.producer == "patch":
-                w(2, "np.dot(PA[a], PB[b].T, G2)")
-            if it.act_index is not None:
-                l = it.act_index
-                w(2, f"{dnames[nm]}({'G' if it.producer == 'patch' else f'K{cur}'}, qA{l}[a])")
-                w(2, f"for z in range(qA{l}.shape[1]):")
-                w(3, f"v = math.sqrt(qA{l}[a, z])")
-                w(3, f"sA{l}[a, z] = v")
-                w(3, f"iA{l}[a, z] = 1.0 / v if v > 0.0 else 0.0")
-            call, cur = _stage_call(it, nm, cur, want_ntk, ltab, dims)
-            w(2, f"k, t = {call}" if it.sink in ("flatten", "gap") else call)
-        else:
-            op = prog.ops[it]
-            if op.kind == "act":
-                w(2, f"qA{it}[a] = k")
-                w(2, f"sA{it}[a] = math.sqrt(k)")
-                w(2, f"iA{it}[a] = 1.0 / sA{it}[a] if sA{it}[a] > 0.0 else 0.0")
-            lines = _W()
-            _emit_scalar_op(lines, 2, op, it, duals, want_ntk)
-            for line in lines.lines:
-                w(0, line.replace("qB", "qA").replace("sB", "sA").replace("iB", "iA"))
-    w(2, "outK[p] = k")
-    w(2, "outT[p] = t")
-    w(0)
+def _emit_tail(w: _W, ind: int, stages: list[Stage], tails: list[int], prog, duals, want_ntk, self_pass: bool):
+    """The mean of the last stage's row sums (flatten / gap), the scalar layers, the outputs."""
+    last = stages[-1]
+    if last.sink in ("flatten", "gap"):
+        w(ind, f"k = k * {_mean_of(last)!r}")
+        w(ind, f"t = t * {_mean_of(last)!r}")
+    for it in tails:
+        op = prog.ops[it]
+        if self_pass and op.kind == "act":
+            w(ind, f"qA{it}[a] = k")
+            w(ind, f"sA{it}[a] = math.sqrt(k)")
+            w(ind, f"iA{it}[a] = 1.0 / sA{it}[a] if sA{it}[a] > 0.0 else 0.0")
+        lines = _W()
+        _emit_scalar_op(lines, ind, op, it, duals, want_ntk)
+        for line in lines.lines:
+            w(0, line.replace("qB", "qA").replace("sB", "sA").replace("iB", "iA") if self_pass else line)
+    w(ind, "outK[p] = k")
+    w(ind, "outT[p] = t")
 
 
-def _emit_pair_driver(w: _W, items, prog, duals, want_ntk):
-    names = []
-    for k, (kind, it) in enumerate(items):
-        names.append(None)
-        if kind == "stage":
-            names[-1] = f"pair_stage{k}"
-            _emit_stage(w, names[-1], it, prog, duals, want_ntk)
-    targs = []
+def _table_args(prog, duals, both: bool) -> list[str]:
+    out = []
     for l in prog.act_ops:
-        targs += [f"qA{l}", f"sA{l}", f"iA{l}", f"qB{l}", f"sB{l}", f"iB{l}"]
-        if duals[l].kind == "hermite":
-            targs += [f"rA{l}", f"rB{l}"]
-    state, plane = _buffers(items)
+        out += [f"qA{l}", f"sA{l}", f"iA{l}"] + ([f"qB{l}", f"sB{l}", f"iB{l}"] if both else [])
+        if both and duals[l].kind == "hermite":
+            out += [f"rA{l}", f"rB{l}"]
+    return out
+
+
+def _emit_patch_buffer(w: _W, ind: int, stages):
+    """The row block g of the first convolution's patch products (one x-row of x-pixels
+    against every y-pixel), when the network starts with a convolution."""
+    st = stages[0]
+    if st.producer == "patch":
+        w(ind, f"g = np.zeros({st.wo * st.ho * st.wo})")
+        w(ind, f"g2 = g.reshape(({st.wo}, {st.ho * st.wo}))")
+
+
+def _patch_gemm(st: Stage, row: str, b: str) -> str:
+    """g ← (patches of x-row ``row`` of image a)(patches of image ``b``)ᵀ: one BLAS call; the
+    self pass and the pair pass make it with the same call, so their numbers are identical."""
+    return f"np.dot(PA[a][{row} * {st.wo}:({row} + 1) * {st.wo}], PBT[{b}], g2)"
+
+
+def _emit_pair_driver(w: _W, stages, names, tails, rings, prog, duals, want_ntk):
+    """``pair_pass``: all layers for a list of image pairs, the stages interleaved row by row
+    in the order ``sched`` (see :func:`schedule`) through one ring of x-rows per state."""
     w(0, "@njit(nogil=True, cache=True, error_model='numpy')")
-    w(0, f"def pair_pass(A, BT, PA, PB, ia, ib, dims, {', '.join(targs + ['outK', 'outT'])}):")
+    w(0, f"def pair_pass(A, BT, PA, PBT, ia, ib, dims, sched, {', '.join(_table_args(prog, duals, True))}, outK, outT):")
     w(1, '"""All layers for the image pairs (A[ia[p]], B[ib[p]]): A as (n, P, C), B transposed')
-    w(1, 'as (n, C, P), PA/PB their patch matrices (n, P, taps*C) when the first layer is a')
-    w(1, 'convolution.  Runs without the GIL: each worker thread calls it on its share of the')
-    w(1, 'pairs, with its own P x P buffers; dims: plane sizes (run-time values, see the stages)."""')
-    _emit_buffers(w, 1, state, plane, want_ntk, items)
+    w(1, 'as (n, C, P), PA / PBT the patch matrices (n, P, taps*C) / (n, taps*C, P) when the first')
+    w(1, 'layer is a convolution.  The stages run row by row in the order sched (stage, x-row), so')
+    w(1, 'each state lives in a ring of a few x-rows (sizes below) and stays in cache.  Runs without')
+    w(1, 'the GIL: each worker thread calls it on its share of the pairs, with its own buffers."""')
+    plane = max(st.lprod.size + 1 for st in stages)
+    for k, st in enumerate(stages):
+        if st.sink in ("store", "pool"):
+            size = rings[k] * (st.sop.wout if st.sink == "pool" else st.wo) * st.lout.size
+            w(1, f"K{k} = np.zeros({size})  # output of stage {k}: {rings[k]} of {_out_rows(st)} x-rows")
+            if want_ntk and st.t_out:
+                w(1, f"T{k} = np.zeros({size})")
+    w(1, f"rk = np.zeros({plane})")
+    w(1, f"rt = np.zeros({plane})")
+    _emit_patch_buffer(w, 1, stages)
+    tables = {l: _tables(l, duals[l].kind == "hermite") for l in prog.act_ops}
     w(1, "for p in range(ia.shape[0]):")
     w(2, "a = ia[p]")
     w(2, "b = ib[p]")
     w(2, "k = 0.0")
     w(2, "t = 0.0")
-    ltab = {l: _tables(l, duals[l].kind == "hermite") for l in prog.act_ops}
-    cur = 0
-    dims: list = []
-    for (kind, it), nm in zip(items, names):
-        if kind == "stage":
-            if it.producer == "patch":
-                w(2, "np.dot(PA[a], PB[b].T, G2)")
-            call, cur = _stage_call(it, nm, cur, want_ntk, ltab, dims)
-            w(2, f"k, t = {call}" if it.sink in ("flatten", "gap") else call)
+    w(2, "for z in range(sched.shape[0]):")
+    w(3, "s = sched[z, 0]")
+    w(3, "i = sched[z, 1]")
+    for k, (st, nm) in enumerate(zip(stages, names)):
+        w(3, f"{'if' if k == 0 else 'elif'} s == {k}:")
+        rin = rings[k - 1] if k else 1
+        call = _call(st, k, nm, "i", [f"K{k - 1}", f"T{k - 1}"], [f"K{k}", f"T{k}"], rin, rings[k],
+                     want_ntk, tables)
+        if st.producer == "patch":
+            w(4, _patch_gemm(st, "i", "b"))
+        if st.sink in ("flatten", "gap"):
+            w(4, f"r0, r1 = {call}")
+            w(4, "k += r0")
+            w(4, "t += r1")
         else:
-            _emit_scalar_op(w, 2, prog.ops[it], it, duals, want_ntk)
-    w(2, "outK[p] = k")
-    w(2, "outT[p] = t")
+            w(4, call)
+    _emit_tail(w, 2, stages, tails, prog, duals, want_ntk, False)
     w(0)
-    if all(duals[l].kind == "closed" for l in prog.act_ops):
-        _emit_self_driver(w, items, names, prog, duals, want_ntk, state, plane)
-    return dims, (state, plane)
+
+
+def _emit_self_driver(w: _W, stages, names, tails, prog, duals, want_ntk, state, plane):
+    """``self_pass``: every image with itself, stage by stage over full-size states, filling
+    the per-pixel tables of every activation on the way (closed-form duals only) and
+    returning K(x, x), Θ(x, x)."""
+    dnames = {}
+    for st, nm in zip(stages, names):
+        if st.act_index is not None:
+            dnames[nm] = nm + "_diag"
+            _emit_diag(w, dnames[nm], st, prog)
+    w(0, "@njit(nogil=True, cache=True, error_model='numpy')")
+    w(0, f"def self_pass(A, BT, PA, PBT, ia, dims, {', '.join(_table_args(prog, duals, False))}, outK, outT):")
+    w(1, '"""Images A[ia[p]] with themselves; fills the tables q, sqrt(q), 1/sqrt(q) of every')
+    w(1, 'activation for those images (rows ia[p]) before the activation runs."""')
+    w(1, f"K0 = np.zeros({state})")
+    w(1, f"K1 = np.zeros({state})")
+    if want_ntk:
+        w(1, f"T0 = np.zeros({state})")
+        w(1, f"T1 = np.zeros({state})")
+    w(1, f"rk = np.zeros({plane})")
+    w(1, f"rt = np.zeros({plane})")
+    _emit_patch_buffer(w, 1, stages)
+    w(1, "for p in range(ia.shape[0]):")
+    w(2, "a = ia[p]")
+    w(2, "b = a")
+    w(2, "k = 0.0")
+    w(2, "t = 0.0")
+    tables = {l: [x.replace("B", "A") for x in _tables(l, False)] for l in prog.act_ops}
+    cur = 0
+    for k, (st, nm) in enumerate(zip(stages, names)):
+        if st.act_index is not None:
+            l = st.act_index
+            if st.producer == "patch":
+                w(2, f"for i in range({st.ho}):")
+                w(3, _patch_gemm(st, "i", "a"))
+                w(3, f"{dnames[nm]}(i, g, qA{l}[a])")
+            else:
+                w(2, f"{dnames[nm]}(K{cur}, qA{l}[a])")
+            w(2, f"for z in range(qA{l}.shape[1]):")
+            w(3, f"v = math.sqrt(qA{l}[a, z])")
+            w(3, f"sA{l}[a, z] = v")
+            w(3, f"iA{l}[a, z] = 1.0 / v if v > 0.0 else 0.0")
+        nxt = 1 - cur
+        rout = _out_rows(st) if st.sink in ("store", "pool") else 1
+        call = _call(st, k, nm, "i", [f"K{cur}", f"T{cur}"], [f"K{nxt}", f"T{nxt}"], st.hin, rout, want_ntk,
+                     tables)
+        w(2, f"for i in range({_rows(st)}):")
+        if st.producer == "patch":
+            w(3, _patch_gemm(st, "i", "a"))
+        if st.sink in ("flatten", "gap"):
+            w(3, f"r0, r1 = {call}")
+            w(3, "k += r0")
+            w(3, "t += r1")
+        else:
+            w(3, call)
+            cur = nxt
+    _emit_tail(w, 2, stages, tails, prog, duals, want_ntk, True)
+    w(0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -975,13 +1117,8 @@ def default_threads() -> int:
 
 
 def _in_threads(fn, n: int, threads: int):
-    """Call fn(lo, hi) on `threads` contiguous parts of range(n) at once (fn releases the GIL).
-    BLAS (the first layer's matrix product) runs single-threaded inside: the parallelism is
-    over pairs, and nested BLAS threads would only spin against the workers."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"):
-        _in_threads_raw(fn, n, threads)
+    """Call fn(lo, hi) on `threads` contiguous parts of range(n) at once (fn releases the GIL)."""
+    _in_threads_raw(fn, n, threads)
 
 
 def _in_threads_raw(fn, n: int, threads: int):
@@ -1006,17 +1143,20 @@ def _roots(q: np.ndarray):
     return q, s, i
 
 
-def image_patches(prog: ImageProgram, A: np.ndarray) -> np.ndarray:
-    """(n, P_out, taps·C) patch matrices of the first convolution (zero padding for SAME), the
-    operands of its one matrix product per pair; a dummy when the first layer is no conv."""
+def image_patches(prog: ImageProgram, A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The first convolution's patch matrices (n, P_out, taps·C) (zero padding for SAME) and
+    their transposes (n, taps·C, P_out): each entry of a pair's first layer is one dot product
+    of a row of the first with a column of the second.  Dummies when the first layer is no conv."""
     op = prog.ops[0] if prog.ops else None
     if op is None or op.kind != "conv":
-        return np.zeros((A.shape[0], 1, 1))
+        z = np.zeros((A.shape[0], 1, 1))
+        return z, z
     n, H, W, C = A.shape
     same = op.hout == op.hin and op.wout == op.win
     Ap = np.pad(A, ((0, 0), (op.ph, op.fh - 1 - op.ph), (op.pw, op.fw - 1 - op.pw), (0, 0))) if same else A
     cols = [Ap[:, a:a + op.hout, b:b + op.wout, :] for a in range(op.fh) for b in range(op.fw)]
-    return np.ascontiguousarray(np.stack(cols, axis=3).reshape(n, op.hout * op.wout, op.fh * op.fw * C))
+    P = np.ascontiguousarray(np.stack(cols, axis=3).reshape(n, op.hout * op.wout, op.fh * op.fw * C))
+    return P, np.ascontiguousarray(P.transpose(0, 2, 1))
 
 
 def run_self(gen: Generated, mod, A: np.ndarray, threads: int | None = None):
@@ -1034,8 +1174,8 @@ def run_self(gen: Generated, mod, A: np.ndarray, threads: int | None = None):
     AT = np.ascontiguousarray(A2.transpose(0, 2, 1))
     ia = np.arange(n, dtype=np.int64)
     outK, outT = np.empty(n), np.empty(n)
-    PA = image_patches(gen.prog, A)
-    _in_threads(lambda lo, hi: mod.self_pass(A2, AT, PA, PA, ia[lo:hi], gen.pair_dims, *args, outK[lo:hi],
+    PA, PAT = image_patches(gen.prog, A)
+    _in_threads(lambda lo, hi: mod.self_pass(A2, AT, PA, PAT, ia[lo:hi], gen.pair_dims, *args, outK[lo:hi],
                                              outT[lo:hi]), n, threads or default_threads())
     return outK, outT, tables
 
@@ -1071,10 +1211,10 @@ def run_pairs(gen: Generated, mod, A, B, tabA, tabB, ia, ib, threads: int | None
     BT = np.ascontiguousarray(B.reshape(B.shape[0], -1, B.shape[-1]).transpose(0, 2, 1))
     ia = np.ascontiguousarray(ia, dtype=np.int64)
     ib = np.ascontiguousarray(ib, dtype=np.int64)
-    PA = image_patches(gen.prog, A)
-    PB = PA if B is A else image_patches(gen.prog, B)
-    _in_threads(lambda lo, hi: mod.pair_pass(A2, BT, PA, PB, ia[lo:hi], ib[lo:hi], gen.pair_dims, *args,
-                                             outK[lo:hi], outT[lo:hi]), len(ia), threads or default_threads())
+    PA, PAT = image_patches(gen.prog, A)
+    PBT = PAT if B is A else image_patches(gen.prog, B)[1]
+    _in_threads(lambda lo, hi: mod.pair_pass(A2, BT, PA, PBT, ia[lo:hi], ib[lo:hi], gen.pair_dims, gen.schedule,
+                                             *args, outK[lo:hi], outT[lo:hi]), len(ia), threads or default_threads())
     return outK, outT
 
 
