@@ -264,6 +264,7 @@ class Stage:
     lprod: Layout | None = None  # the working plane rk
     lout: Layout | None = None  # stored output planes (store / pool sinks)
     patch_scale: float = 0.0  # "patch" producer: W²/(taps·C)
+    split: bool = False  # conv producer reading row sums R (only the fh vertical taps are left)
 
     @property
     def out_shape(self) -> tuple[int, int]:
@@ -508,6 +509,55 @@ def _emit_zero_pads(w: _W, ind: int, lo: Layout, h: int, arrays: list[str]):
             w(ind + 1, f"{a}[ob + {segs[2][0]} + z] = 0.0")
 
 
+def _mark_split(stages: list[Stage]):
+    """A SAME convolution reading a stored state runs split: the state's store is followed by
+    the horizontal part of the filter, once per x-row (:func:`_emit_hsum`), and the
+    convolution keeps the fh vertical taps — fh + fw loads per entry instead of fh·fw, and
+    the fw that remain in the row buffer are served from cache."""
+    for prev, st in zip(stages, stages[1:]):
+        st.split = st.producer == "conv" and _is_same(st.pop) and st.pop.fw > 1 and prev.sink == "store"
+
+
+def _emit_hsum(w: _W, name: str, prev: Stage, nxt: Stage, want_ntk: bool):
+    """Row sums R of x-row i1 of a stored state for the split convolution ``nxt``:
+    R[(i1, j1)][y] = Σ_b K[(i1, j1 + b − pw)][y + (0, b − pw)] (no term beyond the image's
+    columns), in the same padded layout; the rows above and below the plane stay zero."""
+    op, lo = nxt.pop, prev.lout
+    W = prev.wo
+    T = want_ntk and prev.t_out
+    arrays = [("Kin", "Kout")] + ([("Tin", "Tout")] if T else [])
+    w(0, "@njit(cache=True, nogil=True, error_model='numpy')")
+    w(0, f"def {name}(i1, {', '.join(a for pair in arrays for a in pair)}, rin, rout):")
+    w(1, f'"""Row sums (the {op.fw} horizontal taps of the next {op.fh}x{op.fw} convolution) of x-row i1, layout {lo}."""')
+    w(1, f"for j1 in range({W}):")
+    w(2, f"ib = (i1 % rin * {W} + j1) * {lo.size} + {lo.first}")
+    w(2, f"ob = (i1 % rout * {W} + j1) * {lo.size}")
+    tail = lo.size - lo.first - lo.span
+    for src, dst in arrays:
+        w(2, f"for z in range({lo.first}):")
+        w(3, f"{dst}[ob + z] = 0.0")
+        w(2, f"for z in range({tail}):")
+        w(3, f"{dst}[ob + {lo.first + lo.span} + z] = 0.0")
+    w(2, f"if j1 >= {op.pw} and j1 < {W - (op.fw - 1 - op.pw)}:")
+    w(3, f"for t in range({lo.span}):")
+    for src, dst in arrays:
+        terms = " + ".join(f"{src}[ib + {(b - op.pw) * lo.size + (b - op.pw)} + t]" for b in range(op.fw))
+        w(4, f"{dst}[ob + {lo.first} + t] = {terms}")
+    w(2, "else:")
+    w(3, f"for t in range({lo.span}):")
+    for src, dst in arrays:
+        w(4, f"{dst}[ob + {lo.first} + t] = 0.0")
+    w(3, f"for b in range({op.fw}):")
+    w(4, f"c1 = j1 + b - {op.pw}")
+    w(4, f"if c1 < 0 or c1 >= {W}:")
+    w(5, "continue")
+    w(4, f"sh = (b - {op.pw}) * {lo.size + 1}")
+    w(4, f"for t in range({lo.span}):")
+    for src, dst in arrays:
+        w(5, f"{dst}[ob + {lo.first} + t] += {src}[ib + sh + t]")
+    w(0)
+
+
 def _emit_stage(w: _W, name: str, st: Stage, prog: ImageProgram, duals: dict, want_ntk: bool):
     """One x-row ``i1`` of a stage: for every x-pixel of the row, produce the plane rk (and
     rt) of its covariances with all y-pixels, activate, sink.  Stored states are rings of
@@ -586,12 +636,15 @@ def _emit_stage(w: _W, name: str, st: Stage, prog: ImageProgram, duals: dict, wa
         # x-pixels whose whole filter window is inside the image: all taps in one pass
         ilo, ihi = op.ph, HIN - (op.fh - 1 - op.ph)
         jlo, jhi = op.pw, WIN - (op.fw - 1 - op.pw)
-        w(ind, f"if i1 >= {ilo} and i1 < {ihi} and j1 >= {jlo} and j1 < {jhi}:")
-        taps = [(a_, b_) for a_ in range(op.fh) for b_ in range(op.fw)]
+        # split: the input holds row sums over the filter's columns; only its rows are left
+        fw_, pw_ = (1, 0) if st.split else (op.fw, op.pw)
+        inside = f"i1 >= {ilo} and i1 < {ihi}" + ("" if st.split else f" and j1 >= {jlo} and j1 < {jhi}")
+        w(ind, f"if {inside}:")
+        taps = [(a_, b_) for a_ in range(op.fh) for b_ in range(fw_)]
         for a_ in range(op.fh):
             w(ind + 1, f"r{a_} = (i1 + {a_ - op.ph}) % rin * {WIN} + j1")
         for a_, b_ in taps:
-            w(ind + 1, f"s{a_}_{b_} = (r{a_} + {b_ - op.pw}) * {li.size} + {t0 + (a_ - op.ph) * li.stride + b_ - op.pw}")
+            w(ind + 1, f"s{a_}_{b_} = (r{a_} + {b_ - pw_}) * {li.size} + {t0 + (a_ - op.ph) * li.stride + b_ - pw_}")
         w(ind + 1, "for t in range(nsp):")
         w(ind + 2, "kk = " + " + ".join(f"Kin[s{a_}_{b_} + t]" for a_, b_ in taps))
         w(ind + 2, f"kk = {S!r} * kk + {op.b2!r}")
@@ -612,11 +665,11 @@ def _emit_stage(w: _W, name: str, st: Stage, prog: ImageProgram, duals: dict, wa
         w(ind + 1, f"r1 = i1 + a - {op.ph}")
         w(ind + 1, f"if r1 < 0 or r1 >= {HIN}:")
         w(ind + 2, "continue")
-        w(ind + 1, f"for b in range({op.fw}):")
-        w(ind + 2, f"c1 = j1 + b - {op.pw}")
+        w(ind + 1, f"for b in range({fw_}):")
+        w(ind + 2, f"c1 = j1 + b - {pw_}")
         w(ind + 2, f"if c1 < 0 or c1 >= {WIN}:")
         w(ind + 3, "continue")
-        w(ind + 2, f"src = (r1 % rin * {WIN} + c1) * {li.size} + {t0} + (a - {op.ph}) * {li.stride} + b - {op.pw}")
+        w(ind + 2, f"src = (r1 % rin * {WIN} + c1) * {li.size} + {t0} + (a - {op.ph}) * {li.stride} + b - {pw_}")
         w(ind + 2, "for t in range(nsp):")
         w(ind + 3, f"rk[{t0} + t] += Kin[src + t]")
         if tin:
@@ -797,11 +850,14 @@ def generate(prog: ImageProgram, want_ntk: bool = True, fuse: bool = True) -> Ge
 
     items = _group(prog, fuse, want_ntk, patches=True)
     stages = [it for kind, it in items if kind == "stage"]
+    _mark_split(stages)
     order, rings = schedule(stages)
     dims = [v for st in stages for v in (st.wo, _span_of(st))] + [0]
     names = [f"pair_stage{k}" for k in range(len(stages))]
-    for st, nm in zip(stages, names):
+    for k, (st, nm) in enumerate(zip(stages, names)):
         _emit_stage(w, nm, st, prog, duals, want_ntk)
+        if k + 1 < len(stages) and stages[k + 1].split:
+            _emit_hsum(w, f"pair_hsum{k}", st, stages[k + 1], want_ntk)
     tails = [it for kind, it in items if kind == "scalar"]
     _emit_pair_driver(w, stages, names, tails, rings, prog, duals, want_ntk)
     state, plane = _buffers(items)
@@ -866,13 +922,15 @@ def _emit_diag(w: _W, name: str, st: Stage, prog: ImageProgram):
     ind = 3
     if st.producer == "conv":
         S = op.w2 / (op.fh * op.fw)
-        taps = [(a_, b_) for a_ in range(op.fh) for b_ in range(op.fw)]
+        fw_, pw_ = (1, 0) if st.split else (op.fw, op.pw)  # split: the input holds row sums
+        taps = [(a_, b_) for a_ in range(op.fh) for b_ in range(fw_)]
         ilo, ihi = op.ph, HIN - (op.fh - 1 - op.ph)
         jlo, jhi = op.pw, WIN - (op.fw - 1 - op.pw)
-        w(ind, f"if i1 >= {ilo} and i1 < {ihi} and j1 >= {jlo} and j1 < {jhi}:")
+        inside = f"i1 >= {ilo} and i1 < {ihi}" + ("" if st.split else f" and j1 >= {jlo} and j1 < {jhi}")
+        w(ind, f"if {inside}:")
         for a_, b_ in taps:
             w(ind + 1, f"r1 = i1 + {a_ - op.ph}")
-            w(ind + 1, f"c1 = j1 + {b_ - op.pw}")
+            w(ind + 1, f"c1 = j1 + {b_ - pw_}")
             w(ind + 1, f"d{a_}_{b_} = Kin[(r1 * {WIN} + c1) * {li.size} + {li.first} + r1 * {li.stride} + c1]")
         w(ind + 1, "kk = " + " + ".join(f"d{a_}_{b_}" for a_, b_ in taps))
         w(ind, "else:")
@@ -881,8 +939,8 @@ def _emit_diag(w: _W, name: str, st: Stage, prog: ImageProgram):
         w(ind + 2, f"r1 = i1 + a - {op.ph}")
         w(ind + 2, f"if r1 < 0 or r1 >= {HIN}:")
         w(ind + 3, "continue")
-        w(ind + 2, f"for b in range({op.fw}):")
-        w(ind + 3, f"c1 = j1 + b - {op.pw}")
+        w(ind + 2, f"for b in range({fw_}):")
+        w(ind + 3, f"c1 = j1 + b - {pw_}")
         w(ind + 3, f"if c1 < 0 or c1 >= {WIN}:")
         w(ind + 4, "continue")
         w(ind + 3, f"kk += Kin[(r1 * {WIN} + c1) * {li.size} + {li.first} + r1 * {li.stride} + c1]")
@@ -966,6 +1024,10 @@ def _emit_pair_driver(w: _W, stages, names, tails, rings, prog, duals, want_ntk)
             w(1, f"K{k} = np.zeros({size})  # output of stage {k}: {rings[k]} of {_out_rows(st)} x-rows")
             if want_ntk and st.t_out:
                 w(1, f"T{k} = np.zeros({size})")
+            if k + 1 < len(stages) and stages[k + 1].split:  # the row before its row sums
+                w(1, f"Q{k} = np.zeros({st.wo * st.lout.size})")
+                if want_ntk and st.t_out:
+                    w(1, f"U{k} = np.zeros({st.wo * st.lout.size})")
     w(1, f"rk = np.zeros({plane})")
     w(1, f"rt = np.zeros({plane})")
     _emit_patch_buffer(w, 1, stages)
@@ -981,7 +1043,9 @@ def _emit_pair_driver(w: _W, stages, names, tails, rings, prog, duals, want_ntk)
     for k, (st, nm) in enumerate(zip(stages, names)):
         w(3, f"{'if' if k == 0 else 'elif'} s == {k}:")
         rin = rings[k - 1] if k else 1
-        call = _call(st, k, nm, "i", [f"K{k - 1}", f"T{k - 1}"], [f"K{k}", f"T{k}"], rin, rings[k],
+        split_next = k + 1 < len(stages) and stages[k + 1].split
+        dst = [f"Q{k}", f"U{k}"] if split_next else [f"K{k}", f"T{k}"]
+        call = _call(st, k, nm, "i", [f"K{k - 1}", f"T{k - 1}"], dst, rin, 1 if split_next else rings[k],
                      want_ntk, tables)
         if st.producer == "patch":
             w(4, _patch_gemm(st, "i", "b"))
@@ -991,6 +1055,9 @@ def _emit_pair_driver(w: _W, stages, names, tails, rings, prog, duals, want_ntk)
             w(4, "t += r1")
         else:
             w(4, call)
+        if split_next:
+            T = want_ntk and st.t_out
+            w(4, f"pair_hsum{k}(i, Q{k}, {f'K{k}, U{k}, T{k}' if T else f'K{k}'}, 1, {rings[k]})")
     _emit_tail(w, 2, stages, tails, prog, duals, want_ntk, False)
     w(0)
 
@@ -1049,7 +1116,13 @@ def _emit_self_driver(w: _W, stages, names, tails, prog, duals, want_ntk, state,
             w(3, "t += r1")
         else:
             w(3, call)
-            cur = nxt
+            if k + 1 < len(stages) and stages[k + 1].split:  # row sums back into the first buffer
+                T = want_ntk and st.t_out
+                rows = _out_rows(st)
+                w(2, f"for i in range({rows}):")
+                w(3, f"pair_hsum{k}(i, K{nxt}, {f'K{cur}, T{nxt}, T{cur}' if T else f'K{cur}'}, {rows}, {rows})")
+            else:
+                cur = nxt
     _emit_tail(w, 2, stages, tails, prog, duals, want_ntk, True)
     w(0)
 
