@@ -1007,6 +1007,19 @@ def _patch_gemm(st: Stage, row: str, b: str) -> str:
     return f"np.dot(PA[a][{row} * {st.wo}:({row} + 1) * {st.wo}], PBT[{b}], g2)"
 
 
+def _emit_run(w: _W, ind: int, st: Stage, call: str, b: str):
+    """One row of a stage in a driver: the first convolution's row block (with image ``b``),
+    the call, and for flatten / gap the row's sums added to (k, t)."""
+    if st.producer == "patch":
+        w(ind, _patch_gemm(st, "i", b))
+    if st.sink in ("flatten", "gap"):
+        w(ind, f"r0, r1 = {call}")
+        w(ind, "k += r0")
+        w(ind, "t += r1")
+    else:
+        w(ind, call)
+
+
 def _emit_pair_driver(w: _W, stages, names, tails, rings, prog, duals, want_ntk):
     """``pair_pass``: all layers for a list of image pairs, the stages interleaved row by row
     in the order ``sched`` (see :func:`schedule`) through one ring of x-rows per state."""
@@ -1047,14 +1060,7 @@ def _emit_pair_driver(w: _W, stages, names, tails, rings, prog, duals, want_ntk)
         dst = [f"Q{k}", f"U{k}"] if split_next else [f"K{k}", f"T{k}"]
         call = _call(st, k, nm, "i", [f"K{k - 1}", f"T{k - 1}"], dst, rin, 1 if split_next else rings[k],
                      want_ntk, tables)
-        if st.producer == "patch":
-            w(4, _patch_gemm(st, "i", "b"))
-        if st.sink in ("flatten", "gap"):
-            w(4, f"r0, r1 = {call}")
-            w(4, "k += r0")
-            w(4, "t += r1")
-        else:
-            w(4, call)
+        _emit_run(w, 4, st, call, "b")
         if split_next:
             T = want_ntk and st.t_out
             w(4, f"pair_hsum{k}(i, Q{k}, {f'K{k}, U{k}, T{k}' if T else f'K{k}'}, 1, {rings[k]})")
@@ -1108,14 +1114,8 @@ def _emit_self_driver(w: _W, stages, names, tails, prog, duals, want_ntk, state,
         call = _call(st, k, nm, "i", [f"K{cur}", f"T{cur}"], [f"K{nxt}", f"T{nxt}"], st.hin, rout, want_ntk,
                      tables)
         w(2, f"for i in range({_rows(st)}):")
-        if st.producer == "patch":
-            w(3, _patch_gemm(st, "i", "a"))
-        if st.sink in ("flatten", "gap"):
-            w(3, f"r0, r1 = {call}")
-            w(3, "k += r0")
-            w(3, "t += r1")
-        else:
-            w(3, call)
+        _emit_run(w, 3, st, call, "a")
+        if st.sink not in ("flatten", "gap"):
             if k + 1 < len(stages) and stages[k + 1].split:  # row sums back into the first buffer
                 T = want_ntk and st.t_out
                 rows = _out_rows(st)
