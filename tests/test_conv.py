@@ -191,8 +191,8 @@ def _net_b():  # a Hermite dual (tanh), a zero-a.e. NTK (sign), dense on pixels,
                      dc.Dense(1.1, 0.2))
 
 
-def test_numba_matches_reference_and_neural_tangents():
-    net = _net_a()
+def _numba_against_reference(net):
+    """K(X, X) and K(X, Y) of the generated Numba module against the NumPy reference."""
     ref = conv_kernel(net, X8, backend="numpy")
     k = conv_kernel(net, X8, backend="numba")
     assert rel(k.nngp, ref.nngp) < 1e-12 and rel(k.ntk, ref.ntk) < 1e-12
@@ -201,12 +201,58 @@ def test_numba_matches_reference_and_neural_tangents():
     kx = conv_kernel(net, X8, Y8, backend="numba")
     rx = conv_kernel(net, X8, Y8, backend="numpy")
     assert rel(kx.nngp, rx.nngp) < 1e-12 and rel(kx.ntk, rx.ntk) < 1e-12
+    return k
+
+
+def test_numba_matches_reference_and_neural_tangents():
+    net = _net_a()
+    k = _numba_against_reference(net)
     assert conv_kernel(net, X8, get="nngp", backend="numba").ntk is None
     ref_n, ref_t = nt_kernel(net, X8)
     assert rel(k.nngp, ref_n) < 1e-10 and rel(k.ntk, ref_t) < 1e-10
     assert np.max(np.abs(np.diag(k.ntk) - np.diag(ref_t)) / np.diag(ref_t)) < 1e-10
     k32 = conv_kernel(net, X8, backend="numba", dtype=np.float32)
     assert k32.ntk.dtype == np.float32
+
+
+def _net_c():  # SAME convs after a store (split: row sums + vertical taps): 3×3, even 2×2, 5×5 on 4×4
+    return dc.serial(Conv(1.3, 0.1, (3, 3)), "relu", Conv(1.2, 0.1, (3, 3)), "gelu", Conv(1.1, 0.2, (2, 2)),
+                     dc.activation("erf", a=1.3, b=0.7, d=0.2), AvgPool(2), Conv(1.0, 0.1, (3, 3)), "relu",
+                     Conv(1.2, 0.0, (5, 5)), "abs", GlobalAvgPool(), dc.Dense(1.1, 0.1))
+
+
+def test_numba_streamed_pair_pass_matches_reference():
+    """The pair pass runs the stages row by row through rings of x-rows, with split SAME
+    convolutions; the values must not depend on it."""
+    from codegen import conv_numba as cn
+
+    net = _net_c()
+    gen = cn.generate(image_program(net, (8, 8, 3)), True)
+    # split after each store: 3×3 (stage 1), 2×2 (stage 2), 5×5 (stage 4); not after the pool sink
+    assert [f"def pair_hsum{k}(" in gen.source for k in range(4)] == [True, True, False, True]
+    assert gen.rings[0] == 3  # a 3×3 SAME conv keeps 3 of the 8 x-rows
+    assert gen.rings[1] == 2  # 2×2 SAME (padding after): rows i, i + 1
+    k = _numba_against_reference(net)
+    # an image with itself through the pair pass: bit for bit the self pass (ρ = 1 exactly)
+    kxx = conv_kernel(net, X8, X8, backend="numba")
+    assert np.array_equal(np.diag(kxx.ntk), np.diag(k.ntk)) and np.array_equal(np.diag(kxx.nngp), np.diag(k.nngp))
+    ref_n, ref_t = nt_kernel(net, X8)
+    assert rel(k.nngp, ref_n) < 1e-10 and rel(k.ntk, ref_t) < 1e-10
+
+
+def test_pair_pass_memory_is_a_few_rows():
+    """Myrtle-5 on 32×32 images: the pair pass's buffers hold a few x-rows of each state
+    (~2 MB), not whole P×P states (the unstreamed pass needed ~46 MB per thread)."""
+    import re
+
+    from codegen import conv_numba as cn
+
+    gen = cn.generate(image_program(myrtle(5), (32, 32, 3)), True)
+    body = gen.source[gen.source.index("def pair_pass"):gen.source.index("def pair_stage0_diag")]
+    doubles = sum(int(m) for m in re.findall(r"np\.zeros\((\d+)\)", body))
+    assert doubles * 8 < 3 * 2**20, doubles * 8
+    P = 32 * 32
+    assert doubles > 3 * 32 * P  # at least the 3-row ring of the first layer's state is there
 
 
 def test_numba_hermite_and_zero_ntk():
