@@ -1190,8 +1190,13 @@ def default_threads() -> int:
 
 
 def _in_threads(fn, n: int, threads: int):
-    """Call fn(lo, hi) on `threads` contiguous parts of range(n) at once (fn releases the GIL)."""
-    _in_threads_raw(fn, n, threads)
+    """Call fn(lo, hi) on `threads` contiguous parts of range(n) at once (fn releases the GIL).
+    BLAS (the first layer's row-block products) runs single-threaded inside: the parallelism
+    is over pairs, and nested BLAS threads would only spin against the workers."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        _in_threads_raw(fn, n, threads)
 
 
 def _in_threads_raw(fn, n: int, threads: int):

@@ -9,8 +9,9 @@ So the work is organised in two passes:
    the pixel variances at every activation (and, for Hermite duals, the per-pixel
    coefficients r_l(q)) and gives the diagonal K(x, x) of the result;
 2. *pair pass* — every other pair (only the upper triangle for K(X, X)), each through all
-   layers with P×P buffers that live in the thread doing the pair: memory O(P²) per
-   thread, never n²·P².
+   layers with buffers that live in the thread doing the pair, never n²·P²: the generated
+   Numba pass streams the layers by rows of x-pixels and keeps a few rows of each P×P state
+   (:func:`codegen.conv_numba.schedule`), the reference holds them whole.
 
 Backends: "numpy" (this module: a plain vectorised reference holding all pairs at once,
 for small problems and tests), "numba" (generated source, :mod:`codegen.conv_numba`),
