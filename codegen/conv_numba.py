@@ -5,8 +5,8 @@ filter sizes, paddings and weights become literals in the source) and emits one 
 
 * ``pair_stage<k>`` functions — one x-row of a layer group.  For every x-pixel of the row
   the stage makes the *plane* of its covariances with all y-pixels from a producer (the
-  first convolution as a dot product of the two images' patches, input products,
-  convolution, pooling, dense), applies an activation to the plane while it is in L1 cache
+  first convolution from the product of the two images' patch matrices, made by the driver
+  one row block at a time with BLAS; input products, convolution, pooling, dense), applies an activation to the plane while it is in L1 cache
   when one follows, and hands it to a sink (store, accumulate into the pooled state, or
   reduce for Flatten / GlobalAvgPool).  So conv → activation → pool is one pass over
   memory, and the post-activation state of the pair is never stored.  Planes that feed a
@@ -16,7 +16,7 @@ filter sizes, paddings and weights become literals in the source) and emits one 
   row (:func:`schedule`: a row of a stage runs as soon as the rows of its input that it
   reads exist), so every stored state is a *ring* of a few x-rows (3 for a 3×3 SAME
   convolution) instead of all of them: for Myrtle-5 on 32×32 images about 2 MB per thread
-  instead of ~40 MB, which keeps the pass in cache rather than in main memory.  It runs
+  instead of ~46 MB, which keeps the pass in cache rather than in main memory.  It runs
   without the GIL, one call per worker thread, with buffers of its own.
 * ``self_pass`` (closed-form duals) — each image with itself, stage by stage over full-size
   states, recording the pixel variances q at every activation (and so the per-pixel tables
@@ -295,9 +295,9 @@ def _group(prog: ImageProgram, fuse: bool, want_ntk: bool, start: int = 0, stop:
     """Stages for ops[start:stop] (spatial part) and the scalar tail ops, in order:
     a list of ("stage", Stage) and ("scalar", op_index) items, with layouts assigned.
 
-    ``patches``: when the network starts with a convolution, each entry of its output for a
-    pair is one dot product of the two images' patches (a "patch" producer) instead of the
-    input products followed by the filter sums."""
+    ``patches``: when the network starts with a convolution, its output for a pair comes from
+    the matrix product of the two images' patch matrices, one row block of x-pixels at a
+    time (a "patch" producer), instead of the input products followed by the filter sums."""
     ops = prog.ops
     stop = len(ops) if stop is None else stop
     items: list = []
@@ -489,31 +489,30 @@ def schedule(stages: list[Stage]) -> tuple[list[tuple[int, int]], list[int]]:
 
 
 def _emit_zero_pads(w: _W, ind: int, lo: Layout, h: int, arrays: list[str]):
-    """Zero the padding of the plane at ``ob`` (the interior is written separately)."""
-    segs = [("0", str(lo.first))]  # the top rows and the left pad of the first row
-    segs.append((f"(i2 + {lo.pt}) * {lo.stride} + {lo.pl + lo.w}", f"{lo.stride - lo.w}"))  # right + next left
-    segs.append((f"{(h + lo.pt) * lo.stride + lo.pl}", f"{lo.size - (h + lo.pt) * lo.stride - lo.pl}"))
+    """Zero the padding of the plane at ``ob`` (the interior is written separately): the rows
+    above with the left pad of the first row, the right pad of every row with the left pad of
+    the next, and what follows the last row."""
     if lo.first:
         w(ind, f"for z in range({lo.first}):")
         for a in arrays:
             w(ind + 1, f"{a}[ob + z] = 0.0")
     if lo.stride > lo.w:
         w(ind, f"for i2 in range({h}):")
-        w(ind + 1, f"for z in range({segs[1][1]}):")
+        w(ind + 1, f"for z in range({lo.stride - lo.w}):")
         for a in arrays:
-            w(ind + 2, f"{a}[ob + {segs[1][0]} + z] = 0.0")
-    tail = lo.size - (h + lo.pt) * lo.stride - lo.pl
-    if tail > 0:
-        w(ind, f"for z in range({tail}):")
+            w(ind + 2, f"{a}[ob + (i2 + {lo.pt}) * {lo.stride} + {lo.pl + lo.w} + z] = 0.0")
+    start = (h + lo.pt) * lo.stride + lo.pl
+    if lo.size > start:
+        w(ind, f"for z in range({lo.size - start}):")
         for a in arrays:
-            w(ind + 1, f"{a}[ob + {segs[2][0]} + z] = 0.0")
+            w(ind + 1, f"{a}[ob + {start} + z] = 0.0")
 
 
 def _mark_split(stages: list[Stage]):
     """A SAME convolution reading a stored state runs split: the state's store is followed by
     the horizontal part of the filter, once per x-row (:func:`_emit_hsum`), and the
-    convolution keeps the fh vertical taps — fh + fw loads per entry instead of fh·fw, and
-    the fw that remain in the row buffer are served from cache."""
+    convolution keeps the fh vertical taps: fh + fw loads per entry instead of fh·fw, the fw
+    of them from a one-row buffer that is in cache."""
     for prev, st in zip(stages, stages[1:]):
         st.split = st.producer == "conv" and _is_same(st.pop) and st.pop.fw > 1 and prev.sink == "store"
 
