@@ -163,16 +163,19 @@ def test_reference_matches_neural_tangents(name, params):
     assert rel(k.nngp, ref_n) < 1e-10
 
 
-def test_reference_layouts_match_neural_tangents():
+def _layouts():
     relu, gelu = dc.activation("relu"), dc.activation("gelu")
-    nets = [
+    return [
         dc.serial(Conv(1.5, 0.0, (4, 4)), relu, AvgPool(3), Conv(1.2, 0.2, (3, 3)), gelu, Flatten(), dc.Dense(1.3, 0.1)),
         dc.serial(Conv(1.4, 0.1, (1, 3)), dc.Dense(1.1, 0.2), relu, GlobalAvgPool(), dc.Dense(1.3, 0.1), gelu,
                   dc.Dense(0.9, 0.3)),
         dc.serial(AvgPool(2), Conv(1.3, 0.3, (2, 2)), relu, Conv(1.1, 0.1, (3, 3), "VALID"), relu, Flatten(),
                   dc.Dense(1.2, 0.0)),
     ]
-    for net in nets:
+
+
+def test_reference_layouts_match_neural_tangents():
+    for net in _layouts():
         ref_n, ref_t = nt_kernel(net, X8)
         k = conv_kernel(net, X8, backend="numpy")
         assert rel(k.nngp, ref_n) < 1e-10 and rel(k.ntk, ref_t) < 1e-10
@@ -253,6 +256,16 @@ def test_pair_pass_memory_is_a_few_rows():
     assert doubles * 8 < 3 * 2**20, doubles * 8
     P = 32 * 32
     assert doubles > 3 * 32 * P  # at least the 3-row ring of the first layer's state is there
+
+
+def test_numba_layouts_match_reference():
+    """Streamed pair pass on layouts beyond the first convolution: pooling or a dense layer
+    on the raw pixels first (the input-products producer), a 4×4 SAME filter, a 1×3 filter,
+    a dense layer on pixels inside, 3×3 pooling."""
+    extra = dc.serial(dc.Dense(1.4, 0.2), dc.activation("erf", a=1.3, b=0.7, d=0.2), Conv(1.3, 0.1, (3, 3)), "relu",
+                      Conv(1.1, 0.0, (3, 3)), "gelu", GlobalAvgPool(), dc.Dense(1.2, 0.1))
+    for net in _layouts() + [extra]:
+        _numba_against_reference(net)
 
 
 def test_numba_hermite_and_zero_ntk():
