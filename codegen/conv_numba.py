@@ -517,6 +517,19 @@ def _mark_split(stages: list[Stage]):
         st.split = st.producer == "conv" and _is_same(st.pop) and st.pop.fw > 1 and prev.sink == "store"
 
 
+def _feeds_split(stages: list[Stage], k: int) -> bool:
+    """Stage k's output is read by a split convolution (so its rows are summed after each store)."""
+    return k + 1 < len(stages) and stages[k + 1].split
+
+
+def _hsum_call(k: int, src: int | str, dst: int | str, T: bool, rin, rout) -> str:
+    """Call of stage k's row sums on x-row i, from states (K, T){src} to (K, T){dst}; in the
+    pair pass the source is the one-row buffer (Q, U){k}."""
+    ks, ts = (f"Q{k}", f"U{k}") if src == "Q" else (f"K{src}", f"T{src}")
+    arrays = f"{ks}, K{dst}, {ts}, T{dst}" if T else f"{ks}, K{dst}"
+    return f"pair_hsum{k}(i, {arrays}, {rin}, {rout})"
+
+
 def _emit_hsum(w: _W, name: str, prev: Stage, nxt: Stage, want_ntk: bool):
     """Row sums R of x-row i1 of a stored state for the split convolution ``nxt``:
     R[(i1, j1)][y] = Σ_b K[(i1, j1 + b − pw)][y + (0, b − pw)] (no term beyond the image's
@@ -855,11 +868,11 @@ def generate(prog: ImageProgram, want_ntk: bool = True, fuse: bool = True) -> Ge
     names = [f"pair_stage{k}" for k in range(len(stages))]
     for k, (st, nm) in enumerate(zip(stages, names)):
         _emit_stage(w, nm, st, prog, duals, want_ntk)
-        if k + 1 < len(stages) and stages[k + 1].split:
+        if _feeds_split(stages, k):
             _emit_hsum(w, f"pair_hsum{k}", st, stages[k + 1], want_ntk)
     tails = [it for kind, it in items if kind == "scalar"]
-    _emit_pair_driver(w, stages, names, tails, rings, prog, duals, want_ntk)
     state, plane = _buffers(items)
+    _emit_pair_driver(w, stages, names, tails, rings, prog, duals, want_ntk, plane)
     if all(duals[l].kind == "closed" for l in acts):
         _emit_self_driver(w, stages, names, tails, prog, duals, want_ntk, state, plane)
 
@@ -1019,7 +1032,7 @@ def _emit_run(w: _W, ind: int, st: Stage, call: str, b: str):
         w(ind, call)
 
 
-def _emit_pair_driver(w: _W, stages, names, tails, rings, prog, duals, want_ntk):
+def _emit_pair_driver(w: _W, stages, names, tails, rings, prog, duals, want_ntk, plane: int):
     """``pair_pass``: all layers for a list of image pairs, the stages interleaved row by row
     in the order ``sched`` (see :func:`schedule`) through one ring of x-rows per state."""
     w(0, "@njit(nogil=True, cache=True, error_model='numpy')")
@@ -1029,14 +1042,13 @@ def _emit_pair_driver(w: _W, stages, names, tails, rings, prog, duals, want_ntk)
     w(1, 'layer is a convolution.  The stages run row by row in the order sched (stage, x-row), so')
     w(1, 'each state lives in a ring of a few x-rows (sizes below) and stays in cache.  Runs without')
     w(1, 'the GIL: each worker thread calls it on its share of the pairs, with its own buffers."""')
-    plane = max(st.lprod.size + 1 for st in stages)
     for k, st in enumerate(stages):
         if st.sink in ("store", "pool"):
             size = rings[k] * (st.sop.wout if st.sink == "pool" else st.wo) * st.lout.size
             w(1, f"K{k} = np.zeros({size})  # output of stage {k}: {rings[k]} of {_out_rows(st)} x-rows")
             if want_ntk and st.t_out:
                 w(1, f"T{k} = np.zeros({size})")
-            if k + 1 < len(stages) and stages[k + 1].split:  # the row before its row sums
+            if _feeds_split(stages, k):  # the row before its row sums
                 w(1, f"Q{k} = np.zeros({st.wo * st.lout.size})")
                 if want_ntk and st.t_out:
                     w(1, f"U{k} = np.zeros({st.wo * st.lout.size})")
@@ -1055,14 +1067,13 @@ def _emit_pair_driver(w: _W, stages, names, tails, rings, prog, duals, want_ntk)
     for k, (st, nm) in enumerate(zip(stages, names)):
         w(3, f"{'if' if k == 0 else 'elif'} s == {k}:")
         rin = rings[k - 1] if k else 1
-        split_next = k + 1 < len(stages) and stages[k + 1].split
+        split_next = _feeds_split(stages, k)
         dst = [f"Q{k}", f"U{k}"] if split_next else [f"K{k}", f"T{k}"]
         call = _call(st, k, nm, "i", [f"K{k - 1}", f"T{k - 1}"], dst, rin, 1 if split_next else rings[k],
                      want_ntk, tables)
         _emit_run(w, 4, st, call, "b")
         if split_next:
-            T = want_ntk and st.t_out
-            w(4, f"pair_hsum{k}(i, Q{k}, {f'K{k}, U{k}, T{k}' if T else f'K{k}'}, 1, {rings[k]})")
+            w(4, _hsum_call(k, "Q", k, want_ntk and st.t_out, 1, rings[k]))
     _emit_tail(w, 2, stages, tails, prog, duals, want_ntk, False)
     w(0)
 
@@ -1115,11 +1126,10 @@ def _emit_self_driver(w: _W, stages, names, tails, prog, duals, want_ntk, state,
         w(2, f"for i in range({_rows(st)}):")
         _emit_run(w, 3, st, call, "a")
         if st.sink not in ("flatten", "gap"):
-            if k + 1 < len(stages) and stages[k + 1].split:  # row sums back into the first buffer
-                T = want_ntk and st.t_out
+            if _feeds_split(stages, k):  # row sums back into the first buffer
                 rows = _out_rows(st)
                 w(2, f"for i in range({rows}):")
-                w(3, f"pair_hsum{k}(i, K{nxt}, {f'K{cur}, T{nxt}, T{cur}' if T else f'K{cur}'}, {rows}, {rows})")
+                w(3, _hsum_call(k, nxt, cur, want_ntk and st.t_out, rows, rows))
             else:
                 cur = nxt
     _emit_tail(w, 2, stages, tails, prog, duals, want_ntk, True)
