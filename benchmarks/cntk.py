@@ -29,7 +29,7 @@ Writes benchmarks/results/cntk.md and cntk.json.
   on the features needs, at the GEMM rate measured here).
 * Timings are wall clock on a shared 2-core machine, CPU time beside them; re-run for
   steadier numbers.  The paper's code cannot run here (old JAX); its figures are the ones
-  measured on this machine and recorded in the project's notes (PEERS.md).
+  measured on this machine and recorded in the project's notes (docs/peers.md).
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ import dualcalc as dc  # noqa: E402
 from dualcalc.data import load_cifar10, preprocess  # noqa: E402
 from dualcalc.sketch.conv_sketch import ConvKernelSketch  # noqa: E402
 
-#: figures measured on this machine for the peers (PEERS.md and the issue): the paper's own code
+#: figures measured on this machine for the peers (docs/peers.md and the issue): the paper's own code
 PAPER = {"sketch_s_per_image": 7.9, "sketch_features": 16384, "fc_error_8192": 0.06,
          "cntk_error_note": "0.1–0.2% after a best-fit scale, ~3% overall scale offset (one seed)",
          "nt_s_per_entry_f64": 0.06, "nt_s_per_entry_f32": 0.2, "speedup_claim": 106}
@@ -189,7 +189,7 @@ def myrtle_benchmark(args) -> dict:
               f"{c.cpu / n**2 * 1e3:.1f} ms; both use every core, the CPU ratio is steadier on a shared machine)")
     except Exception as e:  # noqa: BLE001 - optional peer
         out["neural_tangents"] = {"skipped": f"{type(e).__name__}: {e}"}
-        print(f"  neural-tangents skipped ({type(e).__name__}: {e}); figure from PEERS.md: "
+        print(f"  neural-tangents skipped ({type(e).__name__}: {e}); figure from docs/peers.md: "
               f"{PAPER['nt_s_per_entry_f64']} s per entry (float64)")
 
     # ---- projections to 60 000 images
@@ -326,12 +326,12 @@ def write(results: dict):
                          f"entry | n = {nt['n']} ({nt['n'] ** 2} entries), compilation excluded, best of 2; max rel. diff "
                          f"to dualcalc {nt['max_rel_diff_vs_dualcalc']:.1e} |")
         else:
-            lines.append(f"| exact CNTK, neural-tangents | (skipped: {nt['skipped']}) | PEERS.md: "
+            lines.append(f"| exact CNTK, neural-tangents | (skipped: {nt['skipped']}) | docs/peers.md: "
                          f"{PAPER['nt_s_per_entry_f64']} s per entry, float64 |")
         lines += [f"| CNTK sketch, dualcalc ({s['n_components']} features, dims {s['internal_dims']}, degree "
                   f"{s['degree'][0]}) | {s['s_per_image']:.3f} s per image | error {s['rel_error']:.4f} "
                   f"({s['rel_error_best_scale']:.4f} after best scale, {s['rel_error_centred']:.4f} centred) |",
-                  f"| the paper's sketch code (PEERS.md) | {PAPER['sketch_s_per_image']} s per image | "
+                  f"| the paper's sketch code (docs/peers.md) | {PAPER['sketch_s_per_image']} s per image | "
                   f"{PAPER['sketch_features']} features; CNTK: {PAPER['cntk_error_note']} |", ""]
         if "speedup_vs_nt_per_entry" in m:
             lines.append(f"Exact kernel vs neural-tangents: {m['speedup_vs_nt_per_entry']:.1f}× per matrix entry, "

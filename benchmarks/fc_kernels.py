@@ -11,7 +11,7 @@ Dense(1.5, 0.1) → σ → Dense(1.5, 0.1) → σ → Dense(1.5, 0.1) with σ �
   plan and Hermite tables, Gram product, fused kernel, allocation of the outputs).
 * neural-tangents: ``jax.jit(kernel_fn)`` for the closed forms; tanh has none there, so it is
   ``stax.ElementwiseNumerical(jnp.tanh, deg=25)`` batched with ``nt.batch(kernel_fn, 1000)``
-  (an outer jit around the batched function tries to allocate 40 GB at n = 4000; PEERS.md).
+  (an outer jit around the batched function tries to allocate 40 GB at n = 4000; docs/peers.md).
 * JAX's x64 mode is on for the float64 runs and off for the float32 ones (with it on,
   neural-tangents would compute float32 inputs in float64).
 * Timing: warm-up (compilation) excluded, median of ``--repeats`` (≥ 3; neural-tangents) and

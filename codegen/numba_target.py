@@ -300,7 +300,7 @@ def _generate(spec: KernelSpec, get) -> GeneratedModule:
         "# dualcalc generated kernel (Numba).  Generated text: regenerate it, don't edit it.",
         f"# network : {spec.description}",
         f"# outputs : {outs}",
-        "# recursion (neural-tangents conventions, MATH.md §3):",
+        "# recursion (neural-tangents conventions, docs/math.md §3):",
         "#   input      K = <x, y>/d, Θ = 0",
         "#   Dense      K <- W²·K + b²,  Θ <- W²·Θ + K   (standard: Θ <- width·K_old + W²·Θ + 1)",
         "#   activation K <- k(q_x, q_y, K),  Θ <- Θ·kdot(q_x, q_y, K);  q_x = K(x, x) per point",

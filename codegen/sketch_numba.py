@@ -14,7 +14,7 @@ ms ≤ m and fill buckets 0..ms−1; when ms < m the remaining buckets are reser
 terms (u and the constant), which then pass through without any collision noise.  Because the phases are
 independent with E[Φ_a conj Φ_b] = δ_ab, the cross terms vanish in expectation and
 E⟨ψ(x), ψ(y)⟩ = Σ_l r_l(q_x) r_l(q_y) ⟨U_l(x), U_l(y)⟩ — the truncated Mehler series
-(MATH.md §2) — and likewise E⟨δ(x), δ(y)⟩ = Σ_{l≥1} l r_l r_l ρ̂^{l−1}/√(q_x q_y) = k̇.
+(docs/math.md §2) — and likewise E⟨δ(x), δ(y)⟩ = Σ_{l≥1} l r_l r_l ρ̂^{l−1}/√(q_x q_y) = k̇.
 
 :func:`weighting_source` emits a kernel specialised to the degree L (the sum unrolled over
 l, the constants √l folded in); :func:`weighting_kernel` compiles it (once per degree,

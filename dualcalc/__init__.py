@@ -1,6 +1,6 @@
 """dualcalc: a symbolic dual-activation compiler for infinite-width NNGP/NTK kernels.
 
-Public API (see ARCHITECTURE.md): ``activation``, ``register``, ``Activation``,
+Public API (see docs/architecture.md): ``activation``, ``register``, ``Activation``,
 ``Dual`` and the errors; networks, kernels and sketches are re-exported here as
 they land.
 """

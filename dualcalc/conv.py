@@ -2,7 +2,7 @@ r"""Convolutional layers of infinite width (neural-tangents conventions, images 
 
 Use them in :func:`dualcalc.serial` beside :class:`~dualcalc.network.Dense` and the
 activations.  For an image pair (x, y) the state of the recursion is the pixel-pair
-covariance K[i, j] (pixel i of x, pixel j of y) and the NTK Θ[i, j] (MATH.md §3):
+covariance K[i, j] (pixel i of x, pixel j of y) and the NTK Θ[i, j] (docs/math.md §3):
 
 * input:       K[i, j] = ⟨x_i, y_j⟩ / C (C channels), Θ = 0
 * Conv f×f:    K[i, j] ← W²/(fh·fw) · Σ_δ K[i+δ, j+δ] + b²,  Θ ← W²/(fh·fw) · Σ_δ Θ[i+δ, j+δ] + K_new

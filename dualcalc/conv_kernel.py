@@ -1,4 +1,4 @@
-r"""Exact CNNGP / CNTK of convolutional networks (MATH.md §3, neural-tangents conventions).
+r"""Exact CNNGP / CNTK of convolutional networks (docs/math.md §3, neural-tangents conventions).
 
 For an image pair (x, y) the recursion carries the pixel-pair covariance K[i, j] and NTK
 Θ[i, j] (P×P numbers for P pixels) through the layers; every activation needs the pixel

@@ -2,7 +2,7 @@ r"""The dual of an activation: k(q1, q2, c) = E[σ(u)σ(v)] and k̇ = E[σ'(u)σ
 
 (u, v) ~ N(0, [[q1, c], [c, q2]]), ρ = c/√(q1 q2).  A :class:`Dual` is either
 *closed-form* (SymPy expressions, evaluated by generated NumPy code) or
-*hermite* (the norm-aware series Σ_l r_l(q1) r_l(q2) ρ^l of MATH.md §2, with a
+*hermite* (the norm-aware series Σ_l r_l(q1) r_l(q2) ρ^l of docs/math.md §2, with a
 degree chosen to meet a tolerance and the achieved error reported).
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-r"""Norm-aware Hermite coefficients by quadrature (MATH.md §2).
+r"""Norm-aware Hermite coefficients by quadrature (docs/math.md §2).
 
 With probabilists' Hermite polynomials normalised to h_l = He_l / √(l!) and
 g ~ N(0, 1), the coefficients of σ at variance q are

@@ -1,6 +1,6 @@
 r"""Infinite-width networks built with :func:`serial`, and their exact NNGP/NTK.
 
-Conventions are neural-tangents' (MATH.md §3), NTK parameterization by default:
+Conventions are neural-tangents' (docs/math.md §3), NTK parameterization by default:
 
 * input:      K⁰(x, y) = ⟨x, y⟩ / d,  Θ⁰ = 0
 * Dense:      K ← W² K + b²,  Θ ← W² Θ + K_new

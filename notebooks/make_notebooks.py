@@ -120,7 +120,7 @@ HERMITE = [
     ("md", """# Hermite series against closed forms: accuracy and speed
 
 Every activation has a norm-aware Hermite series k(q1, q2, c) = Σ_l r_l(q1) r_l(q2) ρ^l
-(MATH.md §2); some also have a closed form.  Where both exist we can measure how fast the series
+(docs/math.md §2); some also have a closed form.  Where both exist we can measure how fast the series
 converges — fast for smooth activations (GeLU), slowly for kinks (ReLU) — and what each costs to
 evaluate.  Only public API is used: `act.hermite(L, q)` gives r_l(q)."""),
     ("code", """%matplotlib inline

@@ -1,6 +1,6 @@
 """Dual derivation: from an activation's SymPy expression to its dual (k, k̇).
 
-Order of attempts (ARCHITECTURE.md, data flow): catalog match → symbolic rules
+Order of attempts (docs/architecture.md, data flow): catalog match → symbolic rules
 → Hermite fallback.  :func:`derive` (in :mod:`.engine`) runs recognition and the
 rules under a time limit, validates and caches the result; each rule module
 exposes a function returning a :class:`~dualcalc.derive.result.Derived` or

@@ -1,4 +1,4 @@
-r"""The class p(x)·exp(βx + γx²) (MATH.md §1, closure rules), β and γ complex.
+r"""The class p(x)·exp(βx + γx²) (docs/math.md §1, closure rules), β and γ complex.
 
 σ(x) = Σ_i p_i(x) e^{β_i x + γ_i x²} covers polynomials, Hermite polynomials, exp,
 sin, cos, sinh, cosh (through e^{±ix}, e^{±x}), Gaussians, Gabor/Morlet wavelets,

@@ -1,4 +1,4 @@
-r"""Piecewise polynomials with one breakpoint at 0 (MATH.md §1, closure rules).
+r"""Piecewise polynomials with one breakpoint at 0 (docs/math.md §1, closure rules).
 
 σ(x) = p₊(x) for x > 0 and p₋(x) for x < 0, p± polynomials: ReLU, leaky ReLU, abs,
 step, sign, rectified monomials, max(x, 0)**2 + x, ...  (the value at 0 does not

@@ -1,6 +1,6 @@
 r"""Polynomial activations σ(x) = Σ_j m_j x^j (monomials, Hermite polynomials).
 
-With r_l(q) = Σ_{i≥0} m_{l+2i} (l+2i)! / (2^i i! √(l!)) q^{(l+2i)/2} (MATH.md §1),
+With r_l(q) = Σ_{i≥0} m_{l+2i} (l+2i)! / (2^i i! √(l!)) q^{(l+2i)/2} (docs/math.md §1),
 k = Σ_l r_l(q1) r_l(q2) ρ^l, which is a polynomial in (q1, q2, c):
 
     k(q1, q2, c) = Σ_l A_l(q1) A_l(q2) c^l / l!,   A_l(q) = Σ_i m_{l+2i} (l+2i)!/(2^i i!) q^i,

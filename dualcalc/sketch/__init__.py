@@ -1,4 +1,4 @@
-"""Sketches: NNGP/NTK random features for any activation in time linear in n (MATH.md §4).
+"""Sketches: NNGP/NTK random features for any activation in time linear in n (docs/math.md §4).
 
 * :mod:`~dualcalc.sketch.srht` — SRHT, TensorSRHT, CountSketch, real output features
 * :mod:`~dualcalc.sketch.polysketch` — PolySketch (Ahle et al.), all degrees from one tree

@@ -1,7 +1,7 @@
 r"""Per-point Hermite coefficients, the exact diagonal recursion and the automatic degree.
 
 The sketch of an activation layer needs, for every point x, the norm-aware coefficients
-r_l(q_x) = E[σ(√q_x g) h_l(g)], l = 0..L (MATH.md §2), at the point's exact pre-activation
+r_l(q_x) = E[σ(√q_x g) h_l(g)], l = 0..L (docs/math.md §2), at the point's exact pre-activation
 variance q_x, and the diagonal k(q_x, q_x, q_x) = E[σ(√q_x g)²].  Both come from the
 :class:`~dualcalc.activation.Activation`: ``act.hermite(L, q)`` and ``act.nngp(q, q, q)``
 (closed forms), or the same Gauss–Legendre quadrature (:func:`dualcalc.hermite.coefficient_table`)

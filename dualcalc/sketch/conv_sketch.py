@@ -1,4 +1,4 @@
-r"""CNTK / CNNGP sketch: random features of convolutional networks (MATH.md §4).
+r"""CNTK / CNNGP sketch: random features of convolutional networks (docs/math.md §4).
 
 Every image carries *per-pixel* features: an NNGP feature ψ_i (⟨ψ_i(x), ψ_j(y)⟩ ≈ K[i, j], the
 pixel-pair covariance of the exact recursion) and an NTK feature φ_i (≈ Θ[i, j]), complex with

@@ -4,7 +4,7 @@ Time and memory are linear in the number of points n: every point's features are
 from its own row (plus O(1) per-point scalars from the exact diagonal recursion), in
 chunks of rows.
 
-Layer-wise method (any activation, biases, several layers; MATH.md §2, §4)
+Layer-wise method (any activation, biases, several layers; docs/math.md §2, §4)
 -------------------------------------------------------------------------
 Each point carries an NNGP feature ψ (⟨ψ(x), ψ(y)⟩ ≈ K), an NTK feature φ (≈ Θ), both
 complex with the Hermitian inner product's real part as the estimate, and its exact

@@ -6,7 +6,7 @@ for scipy.sparse rows: O(nnz) per leaf).  Internal node (k, i) covers the leaves
 [i·2^k, (i+1)·2^k) and is the TensorSRHT T_{k,i} of its two children, so the root
 sketches u^{⊗p} with error growing polynomially (not exponentially) in p.
 
-Lower degrees come from the *same* tree (MATH.md §4): the degree-l sketch is the
+Lower degrees come from the *same* tree (docs/math.md §4): the degree-l sketch is the
 tree evaluated with u at leaves 0..l−1 and e₁ at the others.  A subtree made only of
 e₁ leaves sketches the unit vector e₁^{⊗s} (inner product exactly 1), so it is skipped
 — a node whose right subtree is all e₁ passes its left child up unchanged — which

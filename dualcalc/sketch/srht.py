@@ -1,4 +1,4 @@
-r"""Linear and tensor sketches on rows of a matrix: SRHT, TensorSRHT, CountSketch (MATH.md §4).
+r"""Linear and tensor sketches on rows of a matrix: SRHT, TensorSRHT, CountSketch (docs/math.md §4).
 
 All sketches act on the rows of an ``(n, D)`` array (real or complex) and return
 complex rows whose *Hermitian* inner product estimates the input one without bias:
