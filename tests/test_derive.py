@@ -15,6 +15,7 @@ import os
 import threading
 import time
 import warnings
+from pathlib import Path
 from concurrent.futures import ProcessPoolExecutor
 
 import mpmath as mp
@@ -80,9 +81,12 @@ HERMITE_POINTS = sorted({(q, q, q) for p in _OFF for q in p[:2]}) + _OFF
 def _hermite_formulas() -> list[str]:
     """Every Hermite-method catalog activation (default parameters) plus HERMITE_EXTRA,
     as formula text, without duplicates (by expression)."""
-    from dualcalc.catalog import REGISTRY
+    from dualcalc.catalog import REGISTRY, builtin_catalog_dir
     seen, out = set(), []
-    entries = [e for e in REGISTRY.all().values() if not e.closed_form and not e.builder]
+    shipped = builtin_catalog_dir().resolve()
+    # shipped entries only: whatever a user registered is not part of this table
+    entries = [e for e in REGISTRY.all().values()
+               if not e.closed_form and not e.builder and Path(e.source).resolve().parent == shipped]
     for e in sorted(entries, key=lambda e: e.name):
         try:
             act = dc.activation(e.name)
