@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 from types import ModuleType
 
+from dualcalc._version import __version__
 from dualcalc.fileio import atomic_write_bytes, atomic_write_text
 
 _LOCK = threading.Lock()
@@ -34,8 +35,6 @@ def cache_dir() -> Path:
 
 
 def library_version() -> str:
-    from dualcalc import __version__
-
     return __version__
 
 

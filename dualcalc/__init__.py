@@ -1,8 +1,20 @@
 """dualcalc: a symbolic dual-activation compiler for infinite-width NNGP/NTK kernels.
 
-Public API (see docs/architecture.md): ``activation``, ``register``, ``Activation``,
-``Dual`` and the errors; networks, kernels and sketches are re-exported here as
-they land.
+Write an activation as a formula or take one from the catalog; dualcalc derives its dual
+activations k(q1, q2, c) = E[σ(u)σ(v)] and k̇ = E[σ'(u)σ'(v)] (closed form, or a norm-aware
+Hermite series), generates the fused NNGP/NTK recursion of a network as Numba or CUDA source,
+and builds randomized sketches whose inner products approximate those kernels.
+
+    >>> import dualcalc as dc
+    >>> act = dc.activation("x*erf(x)")          # any formula in x, or a catalog name
+    >>> net = dc.serial(dc.Dense(1.5, 0.1), act, dc.Dense(1.5, 0.1))
+    >>> k = net.kernel(X)                        # Kernel(nngp, ntk), neural-tangents conventions
+
+Public API: activations (``activation``, ``register``, ``Activation``, ``Dual``), networks
+(``Dense``, ``serial``, ``Network``, ``Kernel``; ``Conv``, ``AvgPool``, ``GlobalAvgPool``,
+``Flatten``, ``myrtle`` for images), sketches (``KernelSketch``, ``SketchRidge``) and the
+errors (every one a ``DualcalcError``). The mathematics is in docs/math.md, the structure
+and how to extend it in docs/architecture.md.
 """
 from .activation import Activation, activation, register
 from .dual import Dual
@@ -11,7 +23,7 @@ from .errors import (BackendError, CatalogError, DivergentError, DualcalcError, 
 from .formula import parse_formula
 from .network import Dense, Kernel, Network, serial
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "Activation", "Dual", "Dense", "Kernel", "Network", "serial", "activation", "register", "parse_formula",

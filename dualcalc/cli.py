@@ -1,5 +1,6 @@
-r"""The ``dualcalc`` command line.
+r"""The ``dualcalc`` command line (also ``python -m dualcalc``).
 
+    dualcalc --version
     dualcalc show NAME_OR_FORMULA [--param k=v ...] [--degree N] [--target numba|cuda] [--depth L]
     dualcalc register NAME "FORMULA" [--param k=v ...] [--description TEXT] [--force] [--no-check]
     dualcalc catalog list
@@ -44,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import sympy as sp
 
+from ._version import __version__
 from .errors import BackendError, DualcalcError, InputError, ParameterError
 
 
@@ -404,6 +406,7 @@ compact form ACT*L[:W=w][:b=b]: L x (dense(w,b), ACT), then dense(w,b):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dualcalc", description="Symbolic dual-activation compiler: "
                                 "exact and sketched NNGP/NTK kernels for any activation.")
+    p.add_argument("--version", action="version", version=f"dualcalc {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("show", help="print an activation's dual, method and coefficients, or its generated code")
     s.add_argument("activation", help="catalog name or formula in x, e.g. gelu or 'x*erf(x)'")

@@ -205,3 +205,23 @@ def test_kernel_help_documents_the_spec(capsys):
         main(["kernel", "--help"])
     out = capsys.readouterr().out
     assert "relu*3:W=1.5:b=0.1" in out and "dense(1.5,0.1)-relu" in out and "{x*erf(x)}" in out
+
+
+# -- version ---------------------------------------------------------------------------------
+def test_version_flag_prints_the_package_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"dualcalc {dc.__version__}"
+
+
+def test_python_dash_m_dualcalc_runs_the_same_command_line():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "dualcalc", "--version"], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert out.strip() == f"dualcalc {dc.__version__}"
+    from importlib.metadata import version
+
+    assert dc.__version__ == version("dualcalc")  # one version: pyproject reads dualcalc/_version.py

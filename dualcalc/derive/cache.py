@@ -30,6 +30,7 @@ import sympy as sp
 
 from ..symbols import c, q1, q2, rho, x
 from .result import Derived
+from .._version import __version__
 
 FORMAT = 2
 ENGINE_VERSION = "6"
@@ -153,7 +154,6 @@ def cache_dir() -> Path:
 
 def cache_key(expr: sp.Expr, catalog: str) -> tuple[str, str]:
     """(file key, canonical text) for a formula."""
-    from .. import __version__
     canon = sp.srepr(expr)
     material = json.dumps([FORMAT, __version__, ENGINE_VERSION, catalog, canon])
     return hashlib.sha256(material.encode()).hexdigest(), canon
