@@ -20,6 +20,7 @@ from types import ModuleType
 
 from dualcalc._version import __version__
 from dualcalc.fileio import atomic_write_bytes, atomic_write_text
+from dualcalc.warn import warn
 
 _LOCK = threading.Lock()
 _MODULES: dict[str, ModuleType] = {}
@@ -79,11 +80,11 @@ def load_module(target: str, digest: str, text: str) -> ModuleType:
             write_once(path, text)
         except OSError as err:  # read-only home, full disk: a private temporary folder still works
             import tempfile
-            import warnings
 
             path = Path(tempfile.gettempdir()) / f"dualcalc-cache-{os.getuid()}" / target / f"{name}.py"
-            warnings.warn(f"dualcalc: cannot write the cache folder {cache_dir()} ({err}); using {path.parent}",
-                          RuntimeWarning, stacklevel=3)
+            warn(f"dualcalc: cannot write the cache folder {cache_dir()} ({err}); generated code goes to "
+                 f"{path.parent} for this process (set DUALCALC_CACHE_DIR to a writable folder)", RuntimeWarning,
+                 key=("cache-folder", str(cache_dir())))
             write_once(path, text)
         spec = importlib.util.spec_from_file_location(name, path)
         mod = importlib.util.module_from_spec(spec)

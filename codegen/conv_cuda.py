@@ -37,6 +37,7 @@ from sympy.printing.c import C99CodePrinter
 from dualcalc.conv import ImageProgram
 from dualcalc.errors import BackendError
 
+from .cuda_target import gpu_available, gpu_unavailable_reason
 from .conv_numba import DualCode, Q2, S2, _group, _span_of, print_dual
 
 GENERATOR_VERSION = "conv-cuda-1"
@@ -44,13 +45,8 @@ THREADS = 128
 
 
 def cuda_available() -> bool:
-    """True when CuPy imports and sees a GPU."""
-    try:
-        import cupy
-
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
+    """True when CuPy imports and sees a GPU (the one probe: :func:`codegen.cuda_target.gpu_available`)."""
+    return gpu_available()
 
 
 class _CPrinter(C99CodePrinter):
@@ -650,7 +646,8 @@ def cuda_conv_kernel(prog: ImageProgram, X, Y=None, get=("nngp", "ntk"), *, emul
         dev = emulator(gen)
     else:
         if not cuda_available():
-            raise BackendError("backend 'cuda' needs CuPy and a visible GPU (none found); use backend='numba'")
+            raise BackendError(f"backend 'cuda' needs CuPy and a visible GPU: {gpu_unavailable_reason()}; "
+                               "use backend='numba'")
         with _LOCK:
             dev = _EMU.get("dev:" + gen.name) or _Device(gen)
             _EMU["dev:" + gen.name] = dev

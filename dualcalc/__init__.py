@@ -19,7 +19,7 @@ and how to extend it in docs/architecture.md.
 from .activation import Activation, activation, register
 from .dual import Dual
 from .errors import (BackendError, CatalogError, DivergentError, DualcalcError, FormulaError,
-                     InputError, ParameterError, UnknownActivationError)
+                     InputError, OutOfMemoryError, ParameterError, UnknownActivationError)
 from .formula import parse_formula
 from .network import Dense, Kernel, Network, serial
 
@@ -28,7 +28,7 @@ from ._version import __version__
 __all__ = [
     "Activation", "Dual", "Dense", "Kernel", "Network", "serial", "activation", "register", "parse_formula",
     "DualcalcError", "FormulaError", "UnknownActivationError", "ParameterError", "CatalogError",
-    "DivergentError", "InputError", "BackendError", "__version__",
+    "DivergentError", "InputError", "BackendError", "OutOfMemoryError", "__version__",
 ]
 
 # Sketches and convolutional layers are imported on first use (PEP 562): the sketches pull in

@@ -27,6 +27,7 @@ from .dual import CLOSED_FORM, DEFAULT_Q_RANGE, DEFAULT_TOL, HERMITE, Dual, Herm
 from .errors import DivergentError, FormulaError, ParameterError
 from .formula import DUAL_VARIABLES, exact_number, parse_formula
 from .symbols import c, x
+from .warn import warn
 
 _NUMPY_MODULES = [{"erf": scipy.special.erf, "erfc": scipy.special.erfc}, "numpy"]
 
@@ -171,10 +172,12 @@ class Activation:
     def dual(self) -> Dual:
         derived = self._closed_form()
         if derived is not None:
-            return Dual(method=CLOSED_FORM, rule=derived.rule, nngp_rho=derived.nngp,
+            dual = Dual(method=CLOSED_FORM, rule=derived.rule, nngp_rho=derived.nngp,
                         ntk_rho=derived.ntk, ntk_convention=derived.ntk_convention,
                         domain=tuple(derived.domain), q_max=derived.q_max, detail=derived.detail,
                         q_range=self.q_range)
+            self._check_unit_variance(dual)
+            return dual
         jumps = _has_delta_derivative(self.expr, self.kinks)
         series = HermiteSeries(self.function, self.kinks, tol=self.tol, df=self.derivative_function,
                                jumps=jumps)
@@ -183,6 +186,21 @@ class Activation:
         conv = "zero-a.e." if jumps else "price"
         return Dual(method=HERMITE, rule="hermite-quadrature", series=series, ntk_convention=conv,
                     q_range=self.q_range)
+
+    def _check_unit_variance(self, dual: Dual) -> None:
+        """Refuse parameters whose dual overflows float64 already at q1 = q2 = c = 1 (e.g.
+        ``leaky_relu(alpha=1e200)``: α² is beyond 1e308), instead of an OverflowError or inf
+        deep inside a kernel later."""
+        try:
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore")
+                vals = [dual.evaluate(w, 1.0, 1.0, 1.0) for w in ("nngp", "ntk")]
+        except (OverflowError, FloatingPointError) as err:
+            raise ParameterError(f"{self.label}: its dual overflows float64 at unit variance ({err}); "
+                                 f"parameters {self.params} are too large — rescale them") from None
+        if any(np.isinf(v).any() for v in vals):
+            raise ParameterError(f"{self.label}: its dual is infinite at unit variance (k(1, 1, 1) beyond "
+                                 f"float64); parameters {self.params} are too large — rescale them")
 
     def _closed_form(self) -> Derived | None:
         e = self.entry
@@ -212,9 +230,10 @@ class Activation:
         so.  :meth:`price_ntk` gives ∂k/∂c instead.
         """
         if self.dual.ntk_convention == "zero-a.e.":
-            warnings.warn(f"{self.label}: σ' holds a delta; the derivative dual uses the almost-everywhere "
-                          "derivative (the delta dropped: 0 for sign/step, as in neural-tangents); "
-                          "price_ntk() gives dk/dc", RuntimeWarning, stacklevel=2)
+            warn(f"{self.label}: σ' holds a delta (σ jumps), so the derivative dual k̇ uses the almost-everywhere "
+                 "derivative: the delta is dropped (0 for sign/step), as in neural-tangents and in gradient descent "
+                 "on a finite network; use price_ntk() for dk/dc including the delta", RuntimeWarning,
+                 key=("delta-derivative", self.label))
         return self.dual.evaluate("ntk", q1, q2, c)
 
     def price_ntk(self, q1, q2, c):

@@ -24,12 +24,16 @@ from typing import ClassVar
 
 import numpy as np
 
+from .bounds import MAX_STD
 from .errors import InputError, ParameterError
 
 
 def _std(v, name: str, layer: str) -> float:
     if not isinstance(v, int | float | np.floating | np.integer) or isinstance(v, bool) or not np.isfinite(v) or v < 0:
         raise ParameterError(f"{layer} {name} must be a finite non-negative number, got {v!r}")
+    if float(v) > MAX_STD:
+        raise ParameterError(f"{layer} {name}={v!r}: its square, the variance the kernel uses, overflows "
+                             f"float64 (largest usable value {MAX_STD:.3g})")
     return float(v)
 
 

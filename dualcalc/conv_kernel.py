@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .conv import ImageProgram, Op, image_program, validate_images
+from .bounds import check_output_memory
 from .errors import ParameterError
 from .network import Kernel
 
@@ -53,6 +54,9 @@ def conv_kernel(net, X, Y=None, *, get: Sequence[str] | str = ("nngp", "ntk"), b
         raise ParameterError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
     X, Y = validate_images(X, Y, np.float64)
     prog = image_program(net, X.shape[1:])
+    pixels = X.shape[1] * X.shape[2]  # the NumPy reference holds (n1, n2, P, P) states
+    check_output_memory(X.shape[0], X.shape[0] if Y is None else Y.shape[0], get, np.float64,
+                        temporaries=3 * pixels * pixels if backend == "numpy" else 0)
     if backend == "auto":
         from codegen.conv_cuda import cuda_available
 

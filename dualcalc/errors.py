@@ -35,3 +35,7 @@ class InputError(DualcalcError, ValueError):
 
 class BackendError(DualcalcError, RuntimeError):
     """A requested backend (numba, cuda) is unavailable or failed."""
+
+
+class OutOfMemoryError(DualcalcError, MemoryError):
+    """A request would need more memory than the machine has (said before allocating)."""

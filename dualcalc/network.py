@@ -29,6 +29,7 @@ import numpy as np
 from . import hermite as H
 from .activation import Activation
 from .dual import HERMITE
+from .bounds import MAX_STD, check_output_memory
 from .errors import DivergentError, InputError, ParameterError
 
 
@@ -68,6 +69,9 @@ class Dense:
             if not isinstance(v, int | float | np.floating | np.integer) or isinstance(v, bool) \
                     or not np.isfinite(v) or v < 0:
                 raise ParameterError(f"Dense {name} must be a finite non-negative number, got {v!r}")
+            if float(v) > MAX_STD:
+                raise ParameterError(f"Dense {name}={v!r}: its square, the variance the kernel uses, overflows "
+                                     f"float64 (largest usable value {MAX_STD:.3g})")
         if self.parameterization not in ("ntk", "standard"):
             raise ParameterError(f"parameterization must be 'ntk' or 'standard', got {self.parameterization!r}")
         if self.out_dim is not None and (isinstance(self.out_dim, bool) or int(self.out_dim) != self.out_dim
@@ -127,6 +131,8 @@ class Network:
         if bad or not get:
             raise ParameterError(f"get must name 'nngp' and/or 'ntk', got {get!r}")
         X, Y = validate_inputs(X, Y, dtype)
+        check_output_memory(X.shape[0], X.shape[0] if Y is None else Y.shape[0], get, dtype,
+                            options.get("out"), temporaries=3 if backend == "numpy" else 0)
         if backend == "numpy":
             if options:
                 raise ParameterError(f"the numpy backend takes no options, got {sorted(options)}")

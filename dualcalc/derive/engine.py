@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 
 import numpy as np
 import scipy.special
@@ -37,6 +36,7 @@ import sympy as sp
 
 from .. import hermite as H
 from ..symbols import c, q1, q2, rho, x
+from ..warn import warn
 from . import cache, limits
 from .checks import check_formula, check_overflow
 from .erf import erf_dual
@@ -91,9 +91,9 @@ def derive(expr: sp.Expr, *, timeout: float | None = DEFAULT_TIMEOUT, use_cache:
                     break
     except limits.DerivationTimeout:
         result, reason = None, "timeout"
-        warnings.warn(f"symbolic derivation of σ = {sp.sstr(expr)} did not finish within {timeout:g} s; "
-                      "using the Hermite expansion (raise the limit with Activation.with_options(timeout=...))",
-                      RuntimeWarning, stacklevel=2)
+        warn(f"symbolic derivation of σ = {sp.sstr(expr)} did not finish within {timeout:g} s; "
+             "using the Hermite expansion (raise the limit with Activation.with_options(timeout=...))",
+             RuntimeWarning)
     if result is not None and domain and not result.domain:
         result = dataclasses.replace(result, domain=domain, q_max=q_max)
     if result is not None:
@@ -101,9 +101,9 @@ def derive(expr: sp.Expr, *, timeout: float | None = DEFAULT_TIMEOUT, use_cache:
         if validate:
             problem = validation_error(expr, result)
             if problem:
-                warnings.warn(f"the closed form found by rule {result.rule!r} for σ = {sp.sstr(expr)} failed its "
-                              f"numerical self-check ({problem}); using the Hermite expansion instead",
-                              RuntimeWarning, stacklevel=2)
+                warn(f"the closed form found by rule {result.rule!r} for σ = {sp.sstr(expr)} failed its "
+                     f"numerical self-check ({problem}); using the Hermite expansion instead",
+                     RuntimeWarning)
                 result, reason = None, "failed-validation"
     if use_cache:
         cache.store(key, canon, cache.Entry(result, reason, timeout))

@@ -46,7 +46,10 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ..errors import InputError, ParameterError
+from codegen.cuda_target import gpu_available, gpu_unavailable_reason
+
+from ..bounds import check_allocation
+from ..errors import BackendError, InputError, OutOfMemoryError, ParameterError
 from ..network import Network
 from .coefficients import CoefficientTable, choose_degrees, diagonal_recursion, fc_program
 from .polysketch import PolySketch
@@ -219,21 +222,27 @@ class KernelSketch(TransformerMixin, BaseEstimator):
         return X.tocsr() if scipy.sparse.issparse(X) else X
 
     def _resolve_backend(self):
+        if self.backend == "cuda" and not gpu_available():
+            raise BackendError(f"KernelSketch(backend='cuda') needs CuPy and a visible GPU: "
+                               f"{gpu_unavailable_reason()}; use backend='numba' or 'auto'")
         if self.backend != "auto":
             return self.backend
-        try:
-            import cupy
-
-            if cupy.cuda.runtime.getDeviceCount() > 0:
-                return "cuda"
-        except Exception:
-            pass
-        return "numba"
+        return "cuda" if gpu_available() else "numba"
 
     # -- fit --------------------------------------------------------------------------------
     def fit(self, X, y=None):
         """Draw the sketches for X's dimension; choose the degrees on X when degree=None."""
+        try:
+            return self._fit(X)
+        except MemoryError as err:  # the random projections of n_components: nothing is half-fitted
+            if isinstance(err, OutOfMemoryError):
+                raise
+            raise OutOfMemoryError(f"KernelSketch(n_components={self.n_components}) needs more memory than is "
+                                   f"available to draw its projections ({err}); use fewer n_components") from None
+
+    def _fit(self, X):
         self._check_params()
+        self._resolve_backend()  # no GPU for backend="cuda": say so before any work
         from ..conv import is_conv_network  # issue 6: convolutional nets sketch per pixel (conv_sketch.py)
 
         if is_conv_network(self.net):
@@ -352,6 +361,9 @@ class KernelSketch(TransformerMixin, BaseEstimator):
             return self.conv_.transform(X)
         X = self._validate(X, reset=False)
         out_dtype = np.float32 if X.dtype == np.float32 else np.float64
+        check_allocation(X.shape[0] * float(self.n_components) * np.dtype(out_dtype).itemsize,
+                         f"the features ({X.shape[0]} × {self.n_components} {np.dtype(out_dtype).name})",
+                         hint="transform the rows in batches, or give a Dask array")
         if self.method_ == "homogeneous":
             return self.plan_.transform(X, out_dtype, self._chunk(X), self.normalize, self._resolve_backend(),
                                         self._complex_dtype(out_dtype))
