@@ -23,6 +23,7 @@ the other entries are still built.  Every file is written atomically.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -428,6 +429,10 @@ def build_catalog(out_dir: str | os.PathLike = DEFAULT_OUT, *, target: str = "al
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plan = collect(include_user=include_user, only=only)
+    if plots and importlib.util.find_spec("matplotlib") is None:  # a lean install: the plots extra is optional
+        plots = False
+        plan.notes.append("plots skipped: matplotlib is not installed (pip install 'dualcalc[plots]'); "
+                          "everything else is built")
     settings = {"plots": bool(plots), "tol": tol, "W": NET_W_STD, "b": NET_B_STD}
     fp = library_fingerprint()
     jobs_all = [Job(j.name, j.text, j.origin, j.path, entry_key(j, target, fp, settings)) for j in plan.jobs]

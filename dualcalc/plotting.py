@@ -1,4 +1,4 @@
-r"""Plots of an activation and its dual (matplotlib; needs the ``notebooks`` extra).
+r"""Plots of an activation and its dual (matplotlib; needs the ``plots`` extra).
 
 >>> import dualcalc as dc
 >>> fig = dc.activation("gelu").plot()        # a matplotlib Figure
@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .errors import BackendError
+
 #: variances of the k(ρ) and k̇(ρ) panels
 PLOT_VARIANCES = (0.5, 1.0, 2.0)
 
@@ -26,7 +28,8 @@ def _figure_class():
     try:
         from matplotlib.figure import Figure
     except ImportError:  # pragma: no cover - depends on the environment
-        raise ImportError("plots need matplotlib: pip install 'dualcalc[notebooks]' (or matplotlib)") from None
+        raise BackendError("plots need matplotlib, which dualcalc does not install by default: "
+                           "pip install 'dualcalc[plots]' (or matplotlib)") from None
     return Figure
 
 

@@ -4,7 +4,12 @@ import pytest
 
 import dualcalc as dc
 from dualcalc import bounds
-from dualcalc.errors import BackendError, DualcalcError, OutOfMemoryError, ParameterError
+from dualcalc.errors import (
+    BackendError,
+    DualcalcError,
+    OutOfMemoryError,
+    ParameterError,
+)
 
 X = np.random.default_rng(0).normal(size=(6, 3))
 NET = dc.serial(dc.Dense(1.5, 0.1), "relu", dc.Dense(1.5, 0.1))

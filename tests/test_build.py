@@ -161,3 +161,35 @@ def test_cuda_compiler_missing(capsys, tmp_path, user_catalog, monkeypatch):
     rec = json.loads((tmp_path / "a" / "report.json").read_text())["records"][0]
     assert rec["compile"]["cuda"] == {"status": "skipped", "reason": "NVRTC is not available (test)"}
     assert "## Skipped steps" in (tmp_path / "a" / "report.md").read_text()
+
+
+def test_without_matplotlib_the_build_skips_the_plots_with_a_note(capsys, tmp_path, user_catalog, monkeypatch):
+    """matplotlib is the ``plots`` extra: a lean install still builds, and says the PNGs were skipped."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    out = tmp_path / "lean"
+    code, text, _ = run(capsys, "catalog", "build", "--out", str(out), "--only", "relu", "--target", "numba",
+                        "--no-progress")
+    assert code == 0, text
+    assert "plots skipped: matplotlib is not installed" in text and "dualcalc[plots]" in text
+    assert not (out / "png").exists()
+    assert json.loads((out / "report.json").read_text())["records"][0]["verified"] is True
+
+
+def test_plot_without_matplotlib_names_the_extra(monkeypatch):
+    import builtins
+
+    from dualcalc.errors import BackendError
+
+    real = builtins.__import__
+
+    def no_matplotlib(name, *args, **kw):
+        if name.startswith("matplotlib"):
+            raise ImportError(name)
+        return real(name, *args, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    with pytest.raises(BackendError, match=r"dualcalc\[plots\]"):
+        dc.activation("relu").plot()
