@@ -225,7 +225,8 @@ def validate_inputs(X, Y, dtype=np.float64) -> tuple[np.ndarray, np.ndarray | No
         if not np.all(np.isfinite(A)):
             bad = np.argwhere(~np.isfinite(A))[0]
             raise InputError(f"{name} contains NaN or Inf (first at row {bad[0]}, column {bad[1]})")
-        out = np.ascontiguousarray(A, dtype=dtype)
+        with np.errstate(over="ignore"):  # values beyond float32 become inf: refused just below
+            out = np.ascontiguousarray(A, dtype=dtype)
         if out.dtype != A.dtype and not np.all(np.isfinite(out)):  # beyond float32's range
             raise InputError(f"{name} has values beyond the range of {dtype} (largest |value| "
                              f"{float(np.max(np.abs(A))):.3g})")
@@ -392,6 +393,11 @@ def recursion_plan(net: Network, X: np.ndarray, Y: np.ndarray | None, *, ntk_dia
     be Inf/NaN) and :class:`~dualcalc.errors.DivergentError` when it leaves the domain
     where the activation's Gaussian expectation exists.
     """
+    with np.errstate(over="ignore", invalid="ignore"):  # every layer's variances are checked for inf/NaN below
+        return _recursion_plan(net, X, Y, ntk_diag)
+
+
+def _recursion_plan(net: Network, X: np.ndarray, Y: np.ndarray | None, ntk_diag: bool) -> RecursionPlan:
     d = X.shape[1]
     sym = Y is None
     qx = np.einsum("ij,ij->i", X, X, dtype=np.float64) / d
