@@ -256,6 +256,15 @@ class Activation:
         """Taylor coefficients of the unit-variance dual k(1, 1, ρ) = Σ_l r_l(1)² ρ^l."""
         return self.hermite(degree, 1.0) ** 2
 
+    def to_stax(self, q_range: tuple[float, float] | None = None):
+        """A neural-tangents layer ``stax.Elementwise(fn, nngp_fn, d_nngp_fn)`` whose functions are
+        this dual printed as JAX code (Hermite duals: their series on a coefficient table over
+        ``q_range``, default the activation's; NaN outside).  Needs jax and neural-tangents
+        (:class:`~dualcalc.errors.BackendError` otherwise); see docs/predict.md."""
+        from .jax_source import activation_to_stax
+
+        return activation_to_stax(self, q_range)
+
     def __getstate__(self):
         """Pickle (Dask workers, multiprocessing) without the lambdified σ, which does not
         pickle; a Hermite dual holds σ too and is re-derived where it is next used."""

@@ -144,9 +144,18 @@ class Network:
     def source(self, target: str = "numba", **options) -> str:
         """The generated source text that computes this network's kernels.
 
-        ``target``: "numba" (a Python module of @njit functions) or "cuda" (CUDA C with
-        float and double kernels).  ``get`` (default both) selects the outputs.
+        ``target``: "numba" (a Python module of @njit functions), "cuda" (CUDA C with
+        float and double kernels) or "jax" (a module whose ``make_stax()`` returns this
+        network in neural-tangents' stax: what :meth:`to_stax` executes).  ``get`` (default
+        both) selects the outputs of numba/cuda.
         """
+        if target == "jax":  # a neural-tangents stax module (docs/predict.md); options width, q_range
+            from .jax_source import network_source as jax_network_source
+
+            width, q_range = options.pop("width", 512), options.pop("q_range", None)
+            if options:
+                raise ParameterError(f"source('jax') takes width and q_range, got {sorted(options)}")
+            return jax_network_source(self._stax_layers(width), q_range)
         if _has_spatial_layers(self):
             from .conv_kernel import conv_source
 
@@ -154,6 +163,33 @@ class Network:
         from .backends import network_source
 
         return network_source(self, target, **options)
+
+    def to_stax(self, width: int = 512, q_range: tuple[float, float] | None = None):
+        """``(init_fn, apply_fn, kernel_fn)`` of the same network in neural-tangents' ``stax``: the
+        module ``source("jax")`` shows, executed.  ``width``: the finite width of Dense layers
+        without ``out_dim`` (the last one gets 1); it does not change the NTK-parameterization
+        kernels.  ``q_range``: range of the Hermite tables (see :meth:`Activation.to_stax`)."""
+        from .jax_source import network_to_stax
+
+        return network_to_stax(self._stax_layers(width), q_range)
+
+    def _stax_layers(self, width: int) -> list[tuple]:
+        """("dense", W_std, b_std or None, parameterization, width) / ("act", Activation) rows
+        for :mod:`dualcalc.jax_source`."""
+        if _has_spatial_layers(self):
+            raise ParameterError("to_stax / source('jax') export fully connected networks only")
+        if isinstance(width, bool) or not isinstance(width, int | np.integer) or width < 1:
+            raise ParameterError(f"width must be a positive integer, got {width!r}")
+        dense = [i for i, l in enumerate(self.layers) if isinstance(l, Dense)]
+        out = []
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, Dense):
+                w = layer.out_dim if layer.out_dim is not None else (1 if i == dense[-1] else int(width))
+                out.append(("dense", float(layer.W_std), float(layer.b_std) if layer.has_bias else None,
+                            layer.parameterization, w))
+            else:
+                out.append(("act", layer))
+        return out
 
 
 def serial(*layers) -> Network:
