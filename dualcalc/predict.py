@@ -28,7 +28,6 @@ never NaN.
 """
 from __future__ import annotations
 
-import warnings
 from collections import namedtuple
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -38,6 +37,7 @@ import scipy.linalg
 
 from .errors import DualcalcError, InputError, ParameterError
 from .network import Kernel, Network
+from .warn import warn
 
 __all__ = ["Gaussian", "SingularKernelError", "gp_inference", "gradient_descent_mse",
            "gradient_descent_mse_ensemble", "max_learning_rate"]
@@ -165,9 +165,10 @@ class _Solver:
                 "points") from None
         cond = (float(d.max()) / float(d.min())) ** 2  # a lower bound on the condition number
         if cond > 1e12:
-            warnings.warn(f"the {g} train kernel is ill-conditioned (condition number ≳ {cond:.1e}); the "
-                          "predictions may have lost most digits — consider diag_reg > 0", RuntimeWarning,
-                          stacklevel=4)
+            warn(f"the {g} train kernel is ill-conditioned (condition number ≳ {cond:.1e}): the predicted "
+                 f"means and covariances may have lost up to {np.log10(cond):.0f} of their 16 digits; pass "
+                 "diag_reg > 0 (e.g. 1e-6, relative to the mean diagonal) or remove near-duplicate training "
+                 "points", RuntimeWarning, key=("ill-conditioned-train-kernel", g, round(float(np.log10(cond)))))
 
     def __call__(self, B: np.ndarray) -> np.ndarray:
         return scipy.linalg.cho_solve(self.cho, B, check_finite=False)
