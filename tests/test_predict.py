@@ -224,3 +224,21 @@ def test_max_learning_rate():
 def test_bad_input(call, err, match):
     with pytest.raises(err, match=match):
         call()
+
+
+def test_ill_conditioned_train_kernel_warns_once_at_the_callers_line():
+    """Condition number ~1e13 (positive definite, not singular): one RuntimeWarning pointing at
+    this file, saying what may be lost and what to do; the same cause is not repeated."""
+    from dualcalc.warn import reset
+
+    reset()
+    Q = np.linalg.qr(np.random.default_rng(3).standard_normal((3, 3)))[0]
+    K = Q @ np.diag([1.0, 1.0, 1e-13]) @ Q.T
+    K = 0.5 * (K + K.T)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            P.gp_inference(K, np.ones(3))("nngp", K[:1])
+    hits = [w for w in caught if "ill-conditioned" in str(w.message)]
+    assert len(hits) == 1 and hits[0].category is RuntimeWarning
+    assert hits[0].filename == __file__ and "diag_reg" in str(hits[0].message)
