@@ -3,6 +3,8 @@ r"""The CUDA target: the same recursion as ``extern "C" __global__`` CUDA C for 
 The generated source (``net.source("cuda")``) holds, for each precision (``double`` and
 ``float``, suffixes ``_f64``/``_f32``):
 
+* the ``__device__`` bivariate normal CDF ``dc_phi2_<prec>`` (:func:`codegen.mathlib.cuda_phi2`)
+  when a dual holds ``Phi2``;
 * one ``__device__`` function per activation's dual, printed by
   :class:`codegen.printers.CudaPrinter` (common subexpressions of k and k̇ shared,
   ``sqrtf``/``asinf``… and ``f`` literals in the float variant);
@@ -25,7 +27,7 @@ import numpy as np
 from dualcalc.dual import HERMITE
 from dualcalc.errors import BackendError, InputError
 
-from . import cache
+from . import cache, mathlib
 from .ir import ActOp, DenseOp, KernelSpec
 from .printers import CudaPrinter, dual_body
 
@@ -216,11 +218,15 @@ def _generate(spec: KernelSpec, get) -> GeneratedCuda:
         printer = CudaPrinter(precision)
         L += ["", f"// ===== {precision} =====", ""]
         done: set[str] = set()
+        duals: list[str] = []
         for op in spec.act_ops():
             if op.method != HERMITE and op.name not in done:
                 done.add(op.name)
-                L += _dual_device(op, printer, suffix)
-                L.append("")
+                duals += _dual_device(op, printer, suffix)
+                duals.append("")
+        if "phi2" in printer.helpers_used:  # the duals call Φ₂: its device function, once per precision
+            L += mathlib.cuda_phi2(precision).split("\n")
+        L += duals
         L += _kernel(spec, printer, suffix, want_k, want_t)
     text = "\n".join(L) + "\n"
     digest = cache.content_hash(GENERATOR_VERSION, text)

@@ -2,7 +2,8 @@ r"""The Numba target: one ``@njit(parallel=True)`` kernel per network.
 
 The generated module (see ``net.source("numba")``) holds
 
-* the inline math it needs (:mod:`codegen.mathlib`: polynomial acos/asin/exp that vectorise),
+* the inline math it needs (:mod:`codegen.mathlib`: polynomial acos/asin/exp that vectorise,
+  and the scalar bivariate normal CDF Φ₂ when a dual holds ``Phi2``),
 * one function per activation's dual, ``dual_<layer>_<name>(q1, q2, s1, s2, c, rho)`` returning
   (k, k̇), printed from the SymPy closed form with common subexpressions shared,
 * ``kernel(...)``: for a list of tiles (row range × column range) of the output, every entry
@@ -55,12 +56,14 @@ class GeneratedModule:
 
 
 def _helpers_closure(names: set[str]) -> list[str]:
-    out: list[str] = []
-    for n in ("_asin_core", "_asin", "_acos", "_exp"):
-        deps = {d for h in names for d in mathlib.NUMBA_HELPER_DEPS.get(h, [])}
-        if n in names or n in deps:
-            out.append(n)
-    return out
+    """The helpers ``names`` need (transitively), in emission order (callees first)."""
+    need, todo = set(), list(names)
+    while todo:
+        h = todo.pop()
+        if h not in need:
+            need.add(h)
+            todo += mathlib.NUMBA_HELPER_DEPS.get(h, [])
+    return [n for n in mathlib.NUMBA_HELPER_ORDER if n in need]
 
 
 def _dual_function(op: ActOp, body) -> list[str]:

@@ -6,6 +6,10 @@ r"""SymPy printers for the two targets, and the shared dual-function body.
 * :class:`CudaPrinter` (a :class:`sympy.printing.c.C99CodePrinter`): CUDA C in a
   ``double`` or ``float`` variant (``sqrt``/``sqrtf``, literals with an ``f`` suffix).
 
+Both print the bivariate normal CDF ``Phi2(h, k, r)`` of :mod:`dualcalc.bvn` (matched by
+its class name) as a call of the scalar Genz Φ₂ of :mod:`codegen.mathlib` and record it in
+``helpers_used``, so that a generated module carries that helper only when a dual uses it.
+
 Both print constants as literals (no ``M_PI``), small integer powers as products,
 half-integer powers through ``sqrt``, and guard ``sqrt`` of expressions that are
 non-negative only mathematically (round-off can make them −1e−17): ``sqrt(max(e, 0))``.
@@ -177,6 +181,11 @@ class NumbaPrinter(_Common, PythonCodePrinter):
     def _print_exp(self, expr):
         return self._inline("exp", expr)
 
+    def _print_Phi2(self, expr):
+        """dualcalc.bvn.Phi2 (recognised by its class name): the scalar Genz Φ₂ of codegen.mathlib."""
+        self.helpers_used.add("_phi2")
+        return f"_phi2({', '.join(self._print(a) for a in expr.args)})"
+
     def _print_Abs(self, expr):
         return f"abs({self._print(expr.args[0])})"
 
@@ -214,6 +223,7 @@ class CudaPrinter(_Common, C99CodePrinter):
             raise ValueError("precision must be 'double' or 'float'")
         self.precision = precision
         super().__init__(dict(settings or {}))
+        self.helpers_used: set[str] = set()  # "phi2": the __device__ Φ₂ of codegen.mathlib.cuda_phi2
 
     @property
     def ctype(self) -> str:
@@ -223,6 +233,8 @@ class CudaPrinter(_Common, C99CodePrinter):
         if math.isinf(value):
             return ("" if value > 0 else "-") + ("CUDART_INF_F" if self.precision == "float" else "CUDART_INF")
         if self.precision == "float":
+            if 0.0 < abs(value) < 1.1754943508222875e-38:  # a floor such as 1e-300: keep it non-zero
+                value = math.copysign(1.1754943508222875e-38, value)
             s = f"{value:.9g}"
             if not any(ch in s for ch in ".e"):
                 s += ".0"
@@ -247,6 +259,12 @@ class CudaPrinter(_Common, C99CodePrinter):
 
     def _print_exp(self, expr):
         return f"{self._fn('exp')}({self._print(expr.args[0])})"
+
+    def _print_Phi2(self, expr):
+        """dualcalc.bvn.Phi2 (by class name): ``dc_phi2_f64``/``dc_phi2_f32`` of codegen.mathlib.cuda_phi2."""
+        self.helpers_used.add("phi2")
+        sfx = "f32" if self.precision == "float" else "f64"
+        return f"dc_phi2_{sfx}({', '.join(self._print(a) for a in expr.args)})"
 
     def _clip1(self, arg) -> str:
         a = self._print(arg)
