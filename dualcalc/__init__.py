@@ -37,8 +37,10 @@ _LAZY = {
     "KernelSketch": ".sketch", "SketchRidge": ".sketch",  # issue 5: random features, ridge on them
     "Conv": ".conv", "AvgPool": ".conv", "GlobalAvgPool": ".conv", "Flatten": ".conv",  # issue 6
     "myrtle": ".conv",
+    "GPKernel": ".gp", "KernelRegressor": ".gp",  # issue 16: scikit-learn
 }
-__all__ += list(_LAZY)
+_LAZY_MODULES = {"predict"}  # dc.predict.gp_inference(...), as nt.predict
+__all__ += list(_LAZY) + sorted(_LAZY_MODULES)
 
 
 def __getattr__(name: str):
@@ -48,8 +50,12 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(_LAZY[name], __name__), name)
         globals()[name] = value
         return value
+    if name in _LAZY_MODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'dualcalc' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | _LAZY_MODULES)

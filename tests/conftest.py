@@ -28,3 +28,14 @@ os.environ["NUMBA_CACHE_DIR"] = str(_CACHE / "numba")
 
 def pytest_unconfigure(config):  # noqa: ARG001 - pytest hook signature
     shutil.rmtree(_ROOT, ignore_errors=True)
+
+
+import pytest  # noqa: E402 - after the environment above is set
+
+
+@pytest.fixture(autouse=True)
+def _warnings_shown_afresh():
+    """dualcalc shows each warning once per process; every test starts as a fresh process would."""
+    from dualcalc import warn
+
+    warn.reset()
