@@ -72,21 +72,6 @@ def nodes_and_weights(degree: int, breakpoints: Sequence[float] = (),
     return t.ravel(), w.ravel()
 
 
-def _recurrence_step(t, prev, cur, logscale, l: int):
-    """(ψ_l, ψ_{l+1}) from (ψ_{l−1}, ψ_l), all scaled by e^{−logscale}: the normalised recurrence
-    ψ_{l+1} = (t ψ_l − √l ψ_{l−1})/√(l+1); values beyond 1e100 are rescaled into logscale (far
-    out in t the unscaled ψ_l overflow long before the Gaussian factor brings them back)."""
-    nxt = (t * cur - np.sqrt(float(l)) * prev) / np.sqrt(l + 1.0)
-    prev, cur = cur, nxt
-    big = np.abs(cur) > 1e100
-    if big.any():
-        s = np.where(big, np.abs(cur), 1.0)
-        cur = cur / s
-        prev = prev / s
-        logscale = logscale + np.log(s)
-    return prev, cur, logscale
-
-
 def hermite_functions(t: np.ndarray, degree: int) -> np.ndarray:
     """ψ_l(t) = h_l(t)·e^{−t²/4}, shape (len(t), degree+1), for l = 0..degree.
 
@@ -101,7 +86,14 @@ def hermite_functions(t: np.ndarray, degree: int) -> np.ndarray:
     cur = np.ones_like(t)
     out[:, 0] = np.exp(logscale)
     for l in range(degree):
-        prev, cur, logscale = _recurrence_step(t, prev, cur, logscale, l)
+        nxt = (t * cur - np.sqrt(l) * prev) / np.sqrt(l + 1.0)
+        prev, cur = cur, nxt
+        big = np.abs(cur) > 1e100
+        if big.any():
+            s = np.where(big, np.abs(cur), 1.0)
+            cur = cur / s
+            prev = prev / s
+            logscale = logscale + np.log(s)
         with np.errstate(under="ignore", over="ignore"):
             out[:, l + 1] = cur * np.exp(np.minimum(logscale, 700.0))
     return out
@@ -171,7 +163,14 @@ def _project(F: np.ndarray, t: np.ndarray, degree: int, block: int = 256) -> np.
     with np.errstate(under="ignore", over="ignore"):
         for l in range(degree + 1):
             if l > 0:
-                prev, cur, logscale = _recurrence_step(t, prev, cur, logscale, l - 1)
+                nxt = (t * cur - np.sqrt(l - 1.0) * prev) / np.sqrt(float(l))
+                prev, cur = cur, nxt
+                big = np.abs(cur) > 1e100
+                if big.any():
+                    s = np.where(big, np.abs(cur), 1.0)
+                    cur = cur / s
+                    prev = prev / s
+                    logscale = logscale + np.log(s)
             buf[:, l - l0] = cur * np.exp(np.minimum(logscale, 700.0))
             if l - l0 + 1 == buf.shape[1] or l == degree:
                 out[:, l0:l + 1] = F @ buf[:, : l - l0 + 1]
