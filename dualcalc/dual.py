@@ -7,6 +7,7 @@ degree chosen to meet a tolerance and the achieved error reported).
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -17,22 +18,15 @@ import sympy as sp
 
 from . import hermite as H
 from .symbols import c, q1, q2, rho, rho_to_c
-from .warn import warn
 
 CLOSED_FORM = "closed-form"
 HERMITE = "hermite"
 
-#: Default accuracy of the Hermite tables a network uses (its kernel entries, layer by layer):
-#: relative to √(k(q1,q1,q1) k(q2,q2,q2)).
+#: Default accuracy of the Hermite method: relative to √(k(q1,q1,q1) k(q2,q2,q2)).
 DEFAULT_TOL = 1e-8
-#: Accuracy of k and k̇ evaluated one by one (``act.nngp``, ``act.ntk``, ``Dual.evaluate``):
-#: the activation's ``tol`` or this, whichever is smaller (a pointwise evaluation can afford
-#: the higher degree; a network's n² entries use ``tol``).  Half of 1e-9, so that the error
-#: on the diagonal, which equals the tail bound, stays below 1e-9 with quadrature noise.
-EVAL_TOL = 5e-10
 #: Variances over which a Hermite dual states its accuracy.
 DEFAULT_Q_RANGE = (0.01, 50.0)
-MAX_DEGREE = 16384
+MAX_DEGREE = 2048
 
 _NUMPY_MODULES = [{"erf": scipy.special.erf, "erfc": scipy.special.erfc}, "numpy"]
 
@@ -113,22 +107,20 @@ class HermiteSeries:
         t = self.tables(q, degree)
         return t.R, max(t.err_nngp, t.err_ntk)
 
-    def tables(self, q: np.ndarray, degree: int | None = None, tol: float | None = None) -> SeriesTables:
-        """σ's (and, when σ jumps, σ''s) coefficient tables with their error estimates;
-        the degree meets ``tol`` (default: the series' own)."""
+    def tables(self, q: np.ndarray, degree: int | None = None) -> SeriesTables:
+        """σ's (and, when σ jumps, σ''s) coefficient tables with their error estimates."""
         q = np.atleast_1d(np.asarray(q, dtype=np.float64))
-        tol = self.tol if tol is None else float(tol)
-        key = (q.tobytes(), degree, tol)
+        key = (q.tobytes(), degree)
         hit = self._memo.get(key)
         if hit is not None:
             return hit
-        out = self._tables(q, degree, tol)
+        out = self._tables(q, degree)
         if len(self._memo) > 64:
             self._memo.clear()
         self._memo[key] = out
         return out
 
-    def _tables(self, q: np.ndarray, degree: int | None, tol: float) -> SeriesTables:
+    def _tables(self, q: np.ndarray, degree: int | None) -> SeriesTables:
         M1 = None
         if self.df is not None and not self.jumps:
             M1 = H.coefficient_table(self.df, 0, q, self.kinks)[1]
@@ -148,7 +140,7 @@ class HermiteSeries:
             if degree is not None:
                 d = D
                 break
-            ok = np.flatnonzero((tk <= tol) & (tt <= tol))
+            ok = np.flatnonzero((tk <= self.tol) & (tt <= self.tol))
             if ok.size and (M1 is not None or self.jumps or ok[0] <= D // 2):
                 d = int(ok[0])
                 break
@@ -156,23 +148,14 @@ class HermiteSeries:
                 d = D
                 if not self._warned:
                     self._warned = True
-                    warn(f"Hermite series of the activation did not reach tol={tol:.1e} at its maximum degree {D} "
-                         f"for variances up to {q.max():.3g}: k and k̇ (and kernels built on them) carry relative "
-                         f"errors up to NNGP {tk[D]:.1e}, NTK {tt[D]:.1e} (worst on the diagonal ρ = ±1). "
-                         "The series converges slowly where σ is not smooth (softsign) or at large variances; "
-                         "use a closed-form activation, smaller variances, or a looser tol to accept this.",
-                         RuntimeWarning, key=("hermite-degree-cap", id(self), tol))
+                    warnings.warn(
+                        f"Hermite series did not reach tol={self.tol:.1e} at degree {D} for variances up to "
+                        f"{q.max():.3g} (estimated relative error: NNGP {tk[D]:.1e}, NTK {tt[D]:.1e})",
+                        RuntimeWarning, stacklevel=4)
                 break
             D *= 2
         return SeriesTables(R=R[:, : d + 1], Rd=None if Rd is None else Rd[:, : d + 1], degree=d,
                             err_nngp=float(tk[d]), err_ntk=float(tt[d]))
-
-    def derivative_at_zero(self) -> float:
-        """σ'(0) from ``df`` (NaN without it): k̇ at a zero variance."""
-        if self.df is None:
-            return float("nan")
-        with np.errstate(all="ignore"):
-            return float(np.asarray(self.df(np.zeros(1)), dtype=np.float64).ravel()[0])
 
     @staticmethod
     def _tail(E: np.ndarray, total: np.ndarray) -> np.ndarray:
@@ -252,12 +235,7 @@ class Dual:
         if self.series is None:
             return None
         qs = np.geomspace(*self.q_range, 9)
-        return self.series.tables(qs, tol=self.eval_tol)
-
-    @property
-    def eval_tol(self) -> float | None:
-        """Tolerance of pointwise evaluation: min(the series' tol, :data:`EVAL_TOL`)."""
-        return None if self.series is None else min(self.series.tol, EVAL_TOL)
+        return self.series.tables(qs)
 
     @property
     def degree(self) -> int | None:
@@ -298,27 +276,15 @@ class Dual:
         lo, hi = self.q_range
         if uq.size and uq[0] >= lo * (1 - 1e-12) and uq[-1] <= hi * (1 + 1e-12):
             t = self.series.tables(uq, degree=self.degree)  # the stated degree: error ≤ error_estimates
-        else:  # outside q_range: a degree chosen for these variances
-            t = self.series.tables(uq, tol=self.eval_tol)
+        else:
+            t = self.series.tables(uq)  # outside q_range: a degree chosen for these variances
         use_d = which == "ntk" and self.series.jumps and t.Rd is not None
         R = t.Rd if use_d else t.R
         R1 = R[inv[: a.size]].reshape(a.shape + (R.shape[1],))
         R2 = R[inv[a.size:]].reshape(b.shape + (R.shape[1],))
         if which == "nngp" or use_d:
             return H.series_nngp(R1, R2, r)
-        out = H.series_ntk(R1, R2, r, np.sqrt(a * b))
-        zero = (a == 0) | (b == 0)
-        if zero.any() and self.series.df is not None:
-            # A zero variance makes u ≡ 0: k̇ = σ'(0)·E[σ'(v)], E[σ'(√q g)] = r_1(q)/√q (Stein);
-            # the Mehler quotient r_l(q1) r_l(q2)/√(q1 q2) is 0/0 there.
-            d0 = self.series.derivative_at_zero()
-            with np.errstate(divide="ignore", invalid="ignore"):
-                m1 = np.where(a > 0, R1[..., 1] / np.sqrt(np.where(a > 0, a, 1.0)), d0) if R1.shape[-1] > 1 \
-                    else np.full(a.shape, d0)
-                m2 = np.where(b > 0, R2[..., 1] / np.sqrt(np.where(b > 0, b, 1.0)), d0) if R2.shape[-1] > 1 \
-                    else np.full(b.shape, d0)
-            out = np.where(zero, m1 * m2, out)
-        return out
+        return H.series_ntk(R1, R2, r, np.sqrt(a * b))
 
     def evaluate(self, which: str, q1_, q2_, c_) -> np.ndarray:
         """k (``which="nngp"``), k̇ (``"ntk"``) or ∂k/∂c (``"price"``) at broadcast (q1, q2, c)."""
@@ -335,10 +301,10 @@ class Dual:
                 bad |= ~(g(a, b, cc, r) > 0)
             if bad.any():
                 out[bad] = np.nan
-                warn(f"dual ({self.rule}) evaluated where the Gaussian expectation does not exist: σ grows like "
-                     f"exp(γx²), so k(q, q, q) needs q < {self.q_max:.4g}; NaN is returned there (in a network: "
-                     "scale the weights or inputs down so the variances stay below that bound)",
-                     RuntimeWarning, key=("dual-domain", self.rule, self.q_max))
+                warnings.warn(
+                    f"dual ({self.rule}) evaluated where the Gaussian expectation does not exist (σ grows like "
+                    f"exp(γx²); k(q, q, q) needs q < {self.q_max:.4g}): NaN returned there", RuntimeWarning,
+                    stacklevel=3)
         return out
 
     def __getstate__(self):
