@@ -18,6 +18,7 @@ import sympy as sp
 
 from . import hermite as H
 from .symbols import c, q1, q2, rho, rho_to_c
+from .warn import warn
 
 CLOSED_FORM = "closed-form"
 HERMITE = "hermite"
@@ -148,10 +149,11 @@ class HermiteSeries:
                 d = D
                 if not self._warned:
                     self._warned = True
-                    warnings.warn(
+                    warn(
                         f"Hermite series did not reach tol={self.tol:.1e} at degree {D} for variances up to "
-                        f"{q.max():.3g} (estimated relative error: NNGP {tk[D]:.1e}, NTK {tt[D]:.1e})",
-                        RuntimeWarning, stacklevel=4)
+                        f"{q.max():.3g} (estimated relative error: NNGP {tk[D]:.1e}, NTK {tt[D]:.1e}); the "
+                        "kernels are that accurate, not tol — accept it, or rescale the inputs/weights toward "
+                        "smaller variances", RuntimeWarning, key=("hermite-cap", id(self), self.tol))
                 break
             D *= 2
         return SeriesTables(R=R[:, : d + 1], Rd=None if Rd is None else Rd[:, : d + 1], degree=d,
@@ -301,10 +303,11 @@ class Dual:
                 bad |= ~(g(a, b, cc, r) > 0)
             if bad.any():
                 out[bad] = np.nan
-                warnings.warn(
+                warn(
                     f"dual ({self.rule}) evaluated where the Gaussian expectation does not exist (σ grows like "
-                    f"exp(γx²); k(q, q, q) needs q < {self.q_max:.4g}): NaN returned there", RuntimeWarning,
-                    stacklevel=3)
+                    f"exp(γx²); k(q, q, q) needs q < {self.q_max:.4g}): NaN returned there — keep the variances "
+                    "below that bound (smaller W_std/b_std or inputs)", RuntimeWarning,
+                    key=("domain", self.rule, self.q_max))
         return out
 
     def __getstate__(self):
