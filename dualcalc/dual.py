@@ -7,7 +7,6 @@ degree chosen to meet a tolerance and the achieved error reported).
 """
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property

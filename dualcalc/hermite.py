@@ -181,3 +181,19 @@ def series_ntk(R1: np.ndarray, R2: np.ndarray, rho: np.ndarray, s: np.ndarray) -
         out = out * rho + l * R1[..., l] * R2[..., l]
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(s > 0, out / np.where(s > 0, s, 1.0), 0.0)
+
+
+def barycentric(nodes: np.ndarray, values: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Barycentric interpolation at Chebyshev points of the 2nd kind (rows of ``values``)."""
+    m = nodes.size - 1
+    w = (-1.0) ** np.arange(m + 1)
+    w[0] *= 0.5
+    w[-1] *= 0.5
+    diff = x[:, None] - nodes[None, :]
+    exact = diff == 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        C = w[None, :] / diff
+    hit = exact.any(axis=1)
+    C[hit] = exact[hit].astype(np.float64)
+    C /= C.sum(axis=1, keepdims=True)
+    return C @ values

@@ -43,6 +43,7 @@ from sympy.printing.codeprinter import PrintMethodNotImplementedError
 from sympy.printing.numpy import JaxPrinter
 
 from .dual import CLOSED_FORM, Dual
+from .hermite import barycentric
 from .errors import BackendError, ParameterError
 from .symbols import rho
 from .warn import warn
@@ -218,16 +219,6 @@ def _cheb(lo: float, hi: float, m: int) -> tuple[np.ndarray, np.ndarray]:
     return s, w
 
 
-def _bary(s_nodes: np.ndarray, w: np.ndarray, values: np.ndarray, s: np.ndarray) -> np.ndarray:
-    diff = s[:, None] - s_nodes[None, :]
-    exact = diff == 0.0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        C = w[None, :] / diff
-    hit = exact.any(axis=1)
-    C[hit] = exact[hit].astype(np.float64)
-    return (C @ values) / C.sum(axis=1, keepdims=True)
-
-
 def hermite_table(dual: Dual, q_range: tuple[float, float]) -> HermiteTable:
     """The coefficient table of a Hermite dual over ``q_range`` (see the module docstring)."""
     series = dual.series
@@ -243,7 +234,7 @@ def hermite_table(dual: Dual, q_range: tuple[float, float]) -> HermiteTable:
             if A is None:
                 continue
             scale = np.sqrt(np.maximum(np.sum(Am**2, axis=1), 1e-300))[:, None]
-            err = max(err, float(np.max(np.abs(_bary(s, w, A, mid) - Am) / scale)))
+            err = max(err, float(np.max(np.abs(barycentric(s, A, mid) - Am) / scale)))
         if err <= TABLE_RTOL or m >= 512:
             return HermiteTable(s, w, t.R, t.Rd, (float(q_range[0]), float(q_range[1])), err,
                                 t.err_nngp, t.err_ntk)

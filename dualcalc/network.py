@@ -363,12 +363,12 @@ def hermite_tables(act: Activation, q: np.ndarray, *, rtol: float = 1e-13) -> np
         deg = Rn.shape[1] - 1
         mid = 0.5 * (smin + smax) - 0.5 * (smax - smin) * np.cos(np.pi * (k[:-1] + 0.5) / m)
         Rm, _ = series.table(mid**2, degree=deg)
-        approx = _barycentric(nodes, Rn, mid)
+        approx = H.barycentric(nodes, Rn, mid)
         scale = np.sqrt(np.maximum(np.sum(Rm**2, axis=1), 1e-300))[:, None]
         if np.max(np.abs(approx - Rm) / scale) <= rtol:
             out = np.empty((uq.size, deg + 1))
             for a in range(0, uq.size, 4096):
-                out[a:a + 4096] = _barycentric(nodes, Rn, np.sqrt(uq[a:a + 4096]))
+                out[a:a + 4096] = H.barycentric(nodes, Rn, np.sqrt(uq[a:a + 4096]))
             return out[inv]
         m *= 2
     R0, _ = series.table(uq[[0, -1]])  # degree from the extremes
@@ -377,22 +377,6 @@ def hermite_tables(act: Activation, q: np.ndarray, *, rtol: float = 1e-13) -> np
     for a in range(0, uq.size, 256):
         out[a:a + 256] = series.table(uq[a:a + 256], degree=deg)[0]
     return out[inv]
-
-
-def _barycentric(nodes: np.ndarray, values: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Barycentric interpolation at Chebyshev points of the 2nd kind (rows of ``values``)."""
-    m = nodes.size - 1
-    w = (-1.0) ** np.arange(m + 1)
-    w[0] *= 0.5
-    w[-1] *= 0.5
-    diff = x[:, None] - nodes[None, :]
-    exact = diff == 0.0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        C = w[None, :] / diff
-    hit = exact.any(axis=1)
-    C[hit] = exact[hit].astype(np.float64)
-    C /= C.sum(axis=1, keepdims=True)
-    return C @ values
 
 
 def _dense_steps(net: Network):
