@@ -13,7 +13,7 @@ NOTEBOOKS = sorted(p.name for p in NB_DIR.glob("*.ipynb"))
 
 def test_notebooks_exist_and_are_stripped():
     assert {"01_register_your_own_activation.ipynb", "02_hermite_vs_closed_form.ipynb",
-            "03_ntk_sketch_digits.ipynb"} <= set(NOTEBOOKS)
+            "03_ntk_sketch_digits.ipynb", "04_predictions_diabetes.ipynb"} <= set(NOTEBOOKS)
     for name in NOTEBOOKS:
         nb = json.loads((NB_DIR / name).read_text(encoding="utf-8"))
         for cell in nb["cells"]:
