@@ -1,8 +1,9 @@
 r"""Content-hash cache of generated source and compiled artifacts.
 
-Folder: ``$DUALCALC_CACHE_DIR`` or ``$XDG_CACHE_HOME/dualcalc`` (``~/.cache/dualcalc``).
-A generated module is stored as ``<target>/dc_<hash>.py`` where the hash covers the
-source text, the library version and the generator version; it is written once,
+Folder: :func:`dualcalc.fileio.cache_dir` (``$DUALCALC_CACHE_DIR``, else the user cache
+folder, ``~/.cache/dualcalc`` on Linux), one subfolder per target.  A generated module is
+stored as ``<target>/dc_<target>_<hash>.py`` where the hash covers the source text (and,
+for :func:`content_hash`, the library and generator versions); it is written once,
 atomically (temporary file in the same folder + ``os.replace``), so a reader sees
 either nothing or the whole file, and it is never rewritten — which keeps Numba's
 on-disk cache (``__pycache__`` beside the module, keyed by the file's path and
@@ -19,20 +20,12 @@ from pathlib import Path
 from types import ModuleType
 
 from dualcalc._version import __version__
-from dualcalc.fileio import atomic_write_bytes, atomic_write_text
+from dualcalc.fileio import atomic_write_bytes, atomic_write_text, cache_dir
 from dualcalc.warn import warn
 
 _LOCK = threading.Lock()
 _MODULES: dict[str, ModuleType] = {}
 STATS = {"generated": 0, "written": 0, "reused_file": 0, "imported": 0, "memory_hits": 0}
-
-
-def cache_dir() -> Path:
-    env = os.environ.get("DUALCALC_CACHE_DIR")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "dualcalc"
 
 
 def library_version() -> str:
@@ -68,7 +61,10 @@ def write_bytes_once(path: Path, data: bytes) -> None:
 
 
 def load_module(target: str, digest: str, text: str) -> ModuleType:
-    """Import the generated module ``dc_<digest>`` from the cache folder (written if needed)."""
+    """Import the generated module ``dc_<target>_<digest>`` from ``cache_dir()/<target>``
+    (written once if needed; a private temporary folder, with a warning, when the cache folder
+    is not writable).  Every generated Python module (fully connected, convolutional, sketch
+    weighting) is loaded through here, so the in-process table and the fallback exist once."""
     name = f"dc_{target}_{digest}"
     with _LOCK:
         mod = _MODULES.get(name)

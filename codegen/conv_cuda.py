@@ -31,33 +31,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import sympy as sp
 from sympy.printing.c import C99CodePrinter
 
 from dualcalc.conv import ImageProgram
 from dualcalc.errors import BackendError
+from dualcalc.symbols import q2 as Q2
 
-from .cuda_target import gpu_available, gpu_unavailable_reason
-from .conv_numba import DualCode, Q2, S2, _group, _span_of, print_dual
+from .cuda_env import CXX_STD, DEFAULT_ARCH, compile_ptx as nvrtc_ptx, gpu_available, require_gpu
+from .conv_plan import S2, DualCode, SmallPowers, _group, _span_of, print_dual
 
 GENERATOR_VERSION = "conv-cuda-1"
 THREADS = 128
 
 
-def cuda_available() -> bool:
-    """True when CuPy imports and sees a GPU (the one probe: :func:`codegen.cuda_target.gpu_available`)."""
-    return gpu_available()
+#: the one GPU probe (:func:`codegen.cuda_env.gpu_available`) under this module's old name
+cuda_available = gpu_available
 
 
-class _CPrinter(C99CodePrinter):
-    def _print_Rational(self, e):
-        return repr(float(e))
-
-    def _print_Integer(self, e):
-        return repr(float(e))
-
-    def _print_Half(self, e):
-        return "0.5"
+class _CPrinter(SmallPowers, C99CodePrinter):
+    SQRT = "sqrt"
 
     def _print_Pi(self, e):
         return "3.141592653589793"
@@ -65,18 +57,7 @@ class _CPrinter(C99CodePrinter):
     def _print_Exp1(self, e):
         return "2.718281828459045"
 
-    def _print_Pow(self, e, rational=False):
-        b, x = e.args
-        if x == sp.S.Half:
-            return f"sqrt({self._print(b)})"
-        if x == -sp.S.Half:
-            return f"(1.0/sqrt({self._print(b)}))"
-        if x.is_Integer and 0 < int(x) <= 4:
-            s = self.parenthesize(b, 100)
-            return "*".join([s] * int(x)) if int(x) > 1 else s
-        if x.is_Integer and -4 <= int(x) < 0:
-            s = self.parenthesize(b, 100)
-            return "(1.0/(" + "*".join([s] * -int(x)) + "))"
+    def _pow(self, b, x) -> str:
         return f"pow({self._print(b)}, {self._print(x)})"
 
 
@@ -461,7 +442,6 @@ def generate(prog: ImageProgram, want_ntk: bool = True) -> CudaGenerated:
         state = max(state, s_in, s_out)
         stages.append((name, st, s_in, s_out))
     tail_names = _emit_tail(w, items, prog, duals, want_ntk)
-    tail_params = [("kacc", ""), ("tacc", ""), ("ia", ""), ("ib", "")]
     kernels = [(name, STAGE_PARAMS) for name, *_ in stages]
     tp = [("kacc", "const double*"), ("tacc", "const double*"), ("ia", "const long long*"),
           ("ib", "const long long*")]
@@ -469,7 +449,6 @@ def generate(prog: ImageProgram, want_ntk: bool = True) -> CudaGenerated:
         tp.append((nm, "int" if nm.startswith("nl") else "const double*"))
     tp += [("outK", "double*"), ("outT", "double*"), ("npairs", "long long")]
     kernels.append(("tail", tp))
-    del tail_params
     _emulation_launchers(w, kernels)
     src = w.text()
     name = "dualcalc_conv_cuda_" + hashlib.sha256(src.encode()).hexdigest()[:20]
@@ -482,10 +461,7 @@ def generate(prog: ImageProgram, want_ntk: bool = True) -> CudaGenerated:
 # ---------------------------------------------------------------------------------------------
 # compiling
 def compile_ptx(gen: CudaGenerated, arch: str | None = None) -> str:
-    """PTX of the source through NVRTC (the issue-4 compile path of :mod:`codegen.cuda_target`);
-    needs no GPU."""
-    from .cuda_target import DEFAULT_ARCH, compile_ptx as nvrtc_ptx
-
+    """PTX of the source through NVRTC (:func:`codegen.cuda_env.compile_ptx`); needs no GPU."""
     return nvrtc_ptx(gen.source, arch or DEFAULT_ARCH, gen.name + ".cu")
 
 
@@ -553,7 +529,7 @@ class _Device:
         import cupy
 
         self.xp = cupy
-        self.module = cupy.RawModule(code=gen.source, options=("-std=c++14",), name_expressions=None)
+        self.module = cupy.RawModule(code=gen.source, options=(CXX_STD,), name_expressions=None)
         self.funcs = {name: (self.module.get_function(name), params) for name, params in gen.kernels}
 
     def launch(self, name, grid, block, args):
@@ -645,9 +621,7 @@ def cuda_conv_kernel(prog: ImageProgram, X, Y=None, get=("nngp", "ntk"), *, emul
     if emulate:
         dev = emulator(gen)
     else:
-        if not cuda_available():
-            raise BackendError(f"backend 'cuda' needs CuPy and a visible GPU: {gpu_unavailable_reason()}; "
-                               "use backend='numba'")
+        require_gpu("backend='cuda'")
         with _LOCK:
             dev = _EMU.get("dev:" + gen.name) or _Device(gen)
             _EMU["dev:" + gen.name] = dev

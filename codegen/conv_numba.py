@@ -26,25 +26,24 @@ filter sizes, paddings and weights become literals in the source) and emits one 
 
 Closed-form duals are printed from their SymPy expressions (common subexpressions
 shared between k and k̇, the x-pixel-only ones hoisted out of the row loop); Hermite duals
-run the series Σ_l r_l(q_x) r_l(q_y) ρ^l by Horner's rule from per-pixel tables.
+run the series Σ_l r_l(q_x) r_l(q_y) ρ^l by Horner's rule from per-pixel tables.  The
+printed duals and the grouping into stages are :mod:`codegen.conv_plan` (shared with the
+CUDA target).
 """
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
-import sys
-import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import sympy as sp
-from sympy.printing.pycode import PythonCodePrinter
 
 from dualcalc.conv import ImageProgram, Op
 from dualcalc.errors import BackendError
-from dualcalc.symbols import q1 as Q1, q2 as Q2, rho as RHO
+from dualcalc.symbols import q2 as Q2
+
+from . import cache
+from .conv_plan import S2, DualCode, Layout, Stage, _group, _is_same, _mean_of, _span_of, print_dual
 
 GENERATOR_VERSION = "conv-numba-4"
 
@@ -97,184 +96,6 @@ def _asin(x):
 """
 
 
-# ---------------------------------------------------------------------------------------------
-# printing duals
-S1 = sp.Symbol("s1", positive=True)  # sqrt(q1), from a per-pixel table
-S2 = sp.Symbol("s2", positive=True)
-
-
-class _Printer(PythonCodePrinter):
-    """Python/`math` printer for Numba: floats as literals, fast acos/asin, small powers
-    as products."""
-
-    def _print_Rational(self, e):
-        return repr(float(e))
-
-    def _print_Half(self, e):
-        return "0.5"
-
-    def _print_Integer(self, e):
-        return repr(float(e))
-
-    def _print_Pi(self, e):
-        return "math.pi"
-
-    def _print_Exp1(self, e):
-        return "math.e"
-
-    def _print_acos(self, e):
-        return f"_acos({self._print(e.args[0])})"
-
-    def _print_asin(self, e):
-        return f"_asin({self._print(e.args[0])})"
-
-    def _print_Pow(self, e, rational=False):
-        b, x = e.args
-        if x == sp.S.Half:
-            return f"math.sqrt({self._print(b)})"
-        if x == -sp.S.Half:
-            return f"(1.0/math.sqrt({self._print(b)}))"
-        if x.is_Integer and 0 < int(x) <= 4:
-            s = self.parenthesize(b, 100)
-            return "*".join([s] * int(x)) if int(x) > 1 else s
-        if x.is_Integer and -4 <= int(x) < 0:
-            s = self.parenthesize(b, 100)
-            return "(1.0/(" + "*".join([s] * -int(x)) + "))"
-        return f"({self._print(b)})**({self._print(x)})"
-
-
-def _split_sqrt(e):
-    """q1**(k/2) -> s1**k and q2**(k/2) -> s2**k (k odd): square roots of the variances come
-    from per-pixel tables instead of a sqrt per entry."""
-    if e.is_Pow and e.base in (Q1, Q2) and e.exp.is_Rational and e.exp.q == 2:
-        return (S1 if e.base == Q1 else S2) ** int(e.exp * 2)
-    if e.args:
-        return e.func(*[_split_sqrt(a) for a in e.args])
-    return e
-
-
-@dataclass
-class DualCode:
-    """Printed dual of one activation: lines hoisted per x-pixel (they depend on q1, s1 only)
-    and per-entry lines (q2, s2, c, rho known) ending with ``k_`` and ``kd_`` assigned."""
-
-    hoist: list[str]
-    body: list[str]
-    uses_rho: bool
-    kind: str  # "closed" or "hermite"
-    zero_ntk: bool
-    uses: frozenset = frozenset()
-
-
-def _deps(expr, known: dict) -> frozenset:
-    out = set()
-    for s in expr.free_symbols:
-        out |= known.get(s, {s})
-    return frozenset(out)
-
-
-def print_dual(act, want_ntk: bool, prefix: str, printer=None, assign="{} = {}") -> DualCode:
-    """The dual's lines for the generated kernels (``printer``/``assign``: the target language;
-    default Python for Numba)."""
-    dual = act.dual
-    zero_ntk = dual.ntk_convention == "zero-a.e."
-    if dual.method != "closed-form":
-        return DualCode([], [], True, "hermite", zero_ntk, frozenset({Q1, Q2, S1, S2}))
-    exprs = [_split_sqrt(dual.nngp_rho)]
-    if want_ntk and not zero_ntk:
-        exprs.append(_split_sqrt(dual.ntk_rho))
-    syms = sp.numbered_symbols(prefix)
-    repl, red = sp.cse(exprs, symbols=syms, optimizations="basic")
-    p = printer or _Printer()
-    known: dict = {}
-    hoist, body = [], []
-    for s, e in repl:
-        d = _deps(e, known)
-        known[s] = d
-        line = assign.format(s, p.doprint(e))
-        (hoist if d <= {Q1, S1} else body).append(line)
-    body.append(assign.format("k_", p.doprint(red[0])).replace("const double k_", "k_"))
-    if want_ntk:
-        body.append(assign.format("kd_", "0.0" if zero_ntk else p.doprint(red[1])).replace("const double kd_", "kd_"))
-    uses = frozenset().union(*(e.free_symbols for e in exprs))
-    return DualCode(hoist, body, RHO in uses, "closed", zero_ntk, uses)
-
-
-# ---------------------------------------------------------------------------------------------
-# layouts and stages
-@dataclass(frozen=True)
-class Layout:
-    """How one y-plane (h×w pixels) is stored: interior pixel (i, j) at
-    (i + pt)·stride + j + pl in a plane of rows·stride numbers (zero padding around it)."""
-
-    h: int
-    w: int
-    pt: int = 0
-    pl: int = 0
-    rows: int = 0
-    stride: int = 0
-
-    @property
-    def size(self) -> int:
-        return self.rows * self.stride
-
-    @property
-    def first(self) -> int:
-        return self.pt * self.stride + self.pl
-
-    @property
-    def span(self) -> int:
-        """From the first interior entry to one past the last."""
-        return (self.h - 1) * self.stride + self.w
-
-    @property
-    def padded(self) -> bool:
-        return self.rows != self.h or self.stride != self.w
-
-
-def plain(h: int, w: int) -> Layout:
-    return Layout(h, w, 0, 0, h, w)
-
-
-def padded_for(op: Op) -> Layout:
-    """The layout a SAME convolution reads: padding ph, pw before and f−1−p after."""
-    return Layout(op.hin, op.win, op.ph, op.pw, op.hin + op.fh - 1, op.win + op.fw - 1)
-
-
-def _is_same(op: Op) -> bool:
-    return op.kind == "conv" and op.hout == op.hin and op.wout == op.win
-
-
-@dataclass
-class Stage:
-    """producer (+ activation) (+ sink) over the pixel pairs of one state."""
-
-    producer: str  # "input", "conv", "pool", "dense", "ident"
-    pop: Op | None  # the producer's op (None for "input"/"ident")
-    act_index: int | None  # op index of the activation applied to the planes
-    sink: str  # "store", "pool", "flatten", "gap"
-    sop: Op | None  # pool/flatten/gap op
-    hin: int
-    win: int
-    ho: int  # size of the planes' state (after the producer)
-    wo: int
-    t_in: bool  # Θ is live on input
-    t_out: bool  # Θ live on output
-    lin: Layout | None = None  # stored input planes
-    lprod: Layout | None = None  # the working plane rk
-    lout: Layout | None = None  # stored output planes (store / pool sinks)
-    patch_scale: float = 0.0  # "patch" producer: W²/(taps·C)
-    split: bool = False  # conv producer reading row sums R (only the fh vertical taps are left)
-
-    @property
-    def out_shape(self) -> tuple[int, int]:
-        if self.sink == "store":
-            return self.ho, self.wo
-        if self.sink == "pool":
-            return self.sop.hout, self.sop.wout
-        return 0, 0
-
-
 @dataclass
 class Generated:
     source: str
@@ -283,90 +104,9 @@ class Generated:
     want_ntk: bool
     acts: list[int]  # op indices of activations, in order
     hermite: dict[int, bool]
-    spatial_act: dict[int, tuple[int, int]]  # op index -> (h, w) of its state, (0, 0) scalar
     pair_dims: np.ndarray | None = None
-    pair_buffers: tuple[int, int] = (1, 1)
     schedule: np.ndarray | None = None  # the pair pass's (stage, x-row) order
     rings: list[int] | None = None  # x-rows kept of each stage's output in the pair pass
-
-
-def _group(prog: ImageProgram, fuse: bool, want_ntk: bool, start: int = 0, stop: int | None = None,
-           t_live: bool = False, first_input: bool = True, patches: bool = False):
-    """Stages for ops[start:stop] (spatial part) and the scalar tail ops, in order:
-    a list of ("stage", Stage) and ("scalar", op_index) items, with layouts assigned.
-
-    ``patches``: when the network starts with a convolution, its output for a pair comes from
-    the matrix product of the two images' patch matrices, one row block of x-pixels at a
-    time (a "patch" producer), instead of the input products followed by the filter sums."""
-    ops = prog.ops
-    stop = len(ops) if stop is None else stop
-    items: list = []
-    i = start
-    if first_input and patches and ops and ops[0].kind == "conv":
-        op = ops[0]
-        st, i, t_live = _one_stage(ops, 1, stop, "patch", op, op.hin, op.win, op.hout, op.wout, fuse, want_ntk,
-                                   t_live)
-        st.patch_scale = op.w2 / (op.fh * op.fw * prog.channels)
-        items.append(("stage", st))
-    elif first_input:
-        h, w = prog.height, prog.width
-        st, i, t_live = _one_stage(ops, i, stop, "input", None, h, w, h, w, fuse, want_ntk, t_live)
-        items.append(("stage", st))
-    while i < stop:
-        op = ops[i]
-        if not op.spatial:
-            items.append(("scalar", i))
-            i += 1
-            continue
-        if op.kind in ("conv", "pool", "dense"):
-            st, i, t_live = _one_stage(ops, i + 1, stop, op.kind, op, op.hin, op.win, op.hout, op.wout,
-                                       fuse, want_ntk, t_live)
-        else:  # an activation, or flatten / gap, on a stored state
-            st, i, t_live = _one_stage(ops, i, stop, "ident", None, op.hin, op.win, op.hin, op.win,
-                                       fuse, want_ntk, t_live)
-        items.append(("stage", st))
-    _assign_layouts([it for kind, it in items if kind == "stage"])
-    return items
-
-
-def _one_stage(ops, i, stop, producer, pop, hin, win, ho, wo, fuse, want_ntk, t_live):
-    t_in = t_live
-    if producer in ("conv", "dense", "patch"):
-        t_live = want_ntk
-    act_index = None
-    if i < stop and ops[i].kind == "act" and (fuse or producer == "ident"):
-        act_index = i
-        i += 1
-    sink, sop = "store", None
-    if i < stop and ops[i].kind in ("pool", "flatten", "gap") and (fuse or (producer == "ident" and act_index is None)):
-        sink, sop = ops[i].kind, ops[i]
-        i += 1
-    return Stage(producer, pop, act_index, sink, sop, hin, win, ho, wo, t_in, t_live), i, t_live
-
-
-def _assign_layouts(stages: list[Stage]):
-    for k, st in enumerate(stages):
-        if st.producer in ("input", "patch"):
-            st.lprod = plain(st.ho, st.wo)
-        elif st.producer == "conv":
-            st.lprod = st.lin if _is_same(st.pop) else Layout(st.ho, st.wo, 0, 0, st.ho, st.win)
-        elif st.producer == "pool":
-            st.lprod = plain(st.ho, st.wo)
-        else:  # dense, ident: in place of the input's layout
-            st.lprod = st.lin
-        if st.sink in ("store", "pool"):
-            h, w = st.out_shape
-            nxt = stages[k + 1] if k + 1 < len(stages) else None
-            if nxt is not None and nxt.producer == "conv" and _is_same(nxt.pop):
-                st.lout = padded_for(nxt.pop)
-            else:
-                st.lout = plain(h, w)
-            if nxt is not None:
-                nxt.lin = st.lout
-        if st.lin is None and st.producer not in ("input", "patch"):
-            st.lin = plain(st.hin, st.win)
-            if st.lprod is None:
-                st.lprod = st.lin
 
 
 # ---------------------------------------------------------------------------------------------
@@ -787,18 +527,6 @@ def _emit_stage(w: _W, name: str, st: Stage, prog: ImageProgram, duals: dict, wa
     w(0)
 
 
-def _span_of(st: Stage) -> int:
-    """Loop length of the producer over the plane rk."""
-    if st.producer in ("input", "pool", "patch"):
-        return st.ho * st.wo
-    return st.lprod.span
-
-
-def _mean_of(st: Stage) -> float:
-    """1 / the number of entries a flatten (pixel diagonal) or gap (all pixel pairs) averages."""
-    return 1.0 / (st.ho * st.wo if st.sink == "flatten" else (st.ho * st.wo) ** 2)
-
-
 def _emit_scalar_op(w: _W, ind: int, op: Op, l: int, duals: dict, want_ntk: bool):
     """Dense or activation on the number state (k, t) after Flatten / GlobalAvgPool."""
     if op.kind == "dense":
@@ -838,7 +566,6 @@ def generate(prog: ImageProgram, want_ntk: bool = True, fuse: bool = True) -> Ge
     acts = prog.act_ops
     duals = {l: print_dual(ops[l].act, want_ntk, f"x{l}_") for l in acts}
     hermite = {l: duals[l].kind == "hermite" for l in acts}
-    spatial_act = {l: (ops[l].hin, ops[l].win) for l in acts}
     w = _W()
     w(0, '"""Exact CNNGP/CNTK, generated by dualcalc (codegen/conv_numba.py) -- do not edit.')
     w(0)
@@ -878,9 +605,8 @@ def generate(prog: ImageProgram, want_ntk: bool = True, fuse: bool = True) -> Ge
 
     src = w.text()
     name = "dualcalc_conv_" + hashlib.sha256(src.encode()).hexdigest()[:20]
-    g = Generated(src, name, prog, want_ntk, acts, hermite, spatial_act)
+    g = Generated(src, name, prog, want_ntk, acts, hermite)
     g.pair_dims = np.array(dims, dtype=np.int64)
-    g.pair_buffers = (state, plane)
     g.schedule = np.array(order, dtype=np.int64).reshape(-1, 2)
     g.rings = rings
     return g
@@ -1138,54 +864,17 @@ def _emit_self_driver(w: _W, stages, names, tails, prog, duals, want_ntk, state,
 
 # ---------------------------------------------------------------------------------------------
 # compile and cache
-_LOCK = threading.Lock()
-_MODULES: dict[str, object] = {}
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("DUALCALC_CACHE_DIR")
-    base = Path(root) if root else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dualcalc"
-    return base / "conv_numba"
-
-
 def load(gen: Generated):
     """Import the generated module (written once, atomically, under the cache folder so that
-    Numba can cache the machine code beside it)."""
-    with _LOCK:
-        mod = _MODULES.get(gen.name)
-        if mod is not None:
-            return mod
-        from dualcalc.fileio import atomic_write_text
-
-        d = cache_dir()
-        path = d / f"{gen.name}.py"
-        try:
-            if not path.exists() or path.read_text() != gen.source:
-                atomic_write_text(path, gen.source)
-        except OSError:  # read-only home: fall back to a temporary folder
-            import tempfile
-
-            d = Path(tempfile.gettempdir()) / "dualcalc_conv_numba"
-            path = d / f"{gen.name}.py"
-            atomic_write_text(path, gen.source)
-        spec = importlib.util.spec_from_file_location(gen.name, path)
-        mod = importlib.util.module_from_spec(spec)
-        try:
-            spec.loader.exec_module(mod)
-        except Exception as e:  # pragma: no cover - a generator bug
-            raise BackendError(f"generated Numba module {path} failed to load: {e}") from e
-        sys.modules[gen.name] = mod
-        _MODULES[gen.name] = mod
-        return mod
+    Numba can cache the machine code beside it: :func:`codegen.cache.load_module`)."""
+    try:
+        return cache.load_module("conv_numba", gen.name.rpartition("_")[2], gen.source)
+    except Exception as e:  # pragma: no cover - a generator bug
+        raise BackendError(f"the generated Numba module {gen.name} failed to load: {e}") from e
 
 
 # ---------------------------------------------------------------------------------------------
 # running it
-def _hermite_tables(act, q: np.ndarray) -> np.ndarray:
-    """r_l(q) for every entry of q (any shape) -> shape q.shape + (L+1,)."""
-    uq, inv = np.unique(q.ravel(), return_inverse=True)
-    R, _ = act.dual.series.table(uq)
-    return R[inv].reshape(q.shape + (R.shape[1],))
 
 
 def default_threads() -> int:
@@ -1220,14 +909,6 @@ def _in_threads_raw(fn, n: int, threads: int):
     with ThreadPoolExecutor(len(parts)) as ex:
         for f in [ex.submit(fn, lo, hi) for lo, hi in parts]:
             f.result()
-
-
-def _roots(q: np.ndarray):
-    """(q, √q, 1/√q (0 where q = 0)) per pixel."""
-    s = np.sqrt(q)
-    with np.errstate(divide="ignore"):
-        i = np.where(s > 0, 1.0 / np.where(s > 0, s, 1.0), 0.0)
-    return q, s, i
 
 
 def image_patches(prog: ImageProgram, A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -1375,5 +1056,5 @@ def conv_scatter(F, da, db, hb, ph, out):
 def conv_scatter():
     """The compiled scatter kernel (cached beside its source like the generated modules)."""
     gen = Generated(_SCATTER_SRC, "dualcalc_conv_scatter_" + hashlib.sha256(_SCATTER_SRC.encode()).hexdigest()[:16],
-                    None, False, [], {}, {})
+                    None, False, [], {})
     return load(gen).conv_scatter

@@ -14,26 +14,27 @@ The generated source (``net.source("cuda")``) holds, for each precision (``doubl
   Horner's rule from the per-point coefficient tables, and writes K and Θ.  For K(X, X)
   (one panel) threads below the diagonal exit and those above also write the mirror entry.
 
-:func:`compile_ptx` compiles the source to PTX with NVRTC (no GPU needed: the CPU test
-suite checks that every generated source compiles); :func:`run` needs a GPU and CuPy.
+:func:`compile_ptx` (:mod:`codegen.cuda_env`, re-exported here) compiles the source to PTX
+with NVRTC (no GPU needed: the CPU test suite checks that every generated source compiles);
+:func:`run` needs a GPU and CuPy.
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
 
 from dualcalc.dual import HERMITE
-from dualcalc.errors import BackendError, InputError
+from dualcalc.errors import InputError
 
 from . import cache, mathlib
+from .cuda_env import (DEFAULT_ARCH, CXX_STD, compile_ptx, gpu_available, gpu_unavailable_reason,  # noqa: F401
+                       nvrtc_available, require_gpu)
 from .ir import ActOp, DenseOp, KernelSpec
 from .printers import CudaPrinter, dual_body
 
 GENERATOR_VERSION = "cuda-1"
 BLOCK = (32, 8)  # threads per block: 32 columns (coalesced) × 8 rows
-DEFAULT_ARCH = "compute_80"
 
 
 @dataclass(frozen=True)
@@ -43,44 +44,6 @@ class GeneratedCuda:
     want_k: bool
     want_t: bool
     kernels: tuple[str, str]  # (double, float) entry points
-
-
-# ------------------------------------------------------------------------------------------------
-# availability
-@functools.lru_cache(maxsize=1)
-def _probe() -> tuple[bool, str]:
-    try:
-        import cupy  # noqa: F401
-    except Exception as err:  # noqa: BLE001 - any import failure means "no GPU backend"
-        return False, f"CuPy is not importable ({type(err).__name__}: {err}); pip install 'dualcalc[cuda]'"
-    try:
-        import cupy
-
-        n = cupy.cuda.runtime.getDeviceCount()
-    except Exception as err:  # noqa: BLE001
-        return False, f"no CUDA device or driver ({type(err).__name__}: {err})"
-    if n < 1:
-        return False, "CuPy sees no CUDA device"
-    return True, f"{n} CUDA device(s)"
-
-
-def gpu_available() -> bool:
-    return _probe()[0]
-
-
-def gpu_unavailable_reason() -> str:
-    return _probe()[1]
-
-
-def nvrtc_available() -> tuple[bool, str]:
-    """(True, version) when NVRTC can be loaded (through CuPy's bindings); no GPU needed."""
-    try:
-        from cupy_backends.cuda.libs import nvrtc
-
-        v = nvrtc.getVersion()
-        return True, f"NVRTC {v[0]}.{v[1]}"
-    except Exception as err:  # noqa: BLE001
-        return False, f"NVRTC is not available ({type(err).__name__}: {err}); pip install 'dualcalc[cuda]'"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -234,27 +197,7 @@ def _generate(spec: KernelSpec, get) -> GeneratedCuda:
 
 
 # ------------------------------------------------------------------------------------------------
-# compilation
-def compile_ptx(source: str, arch: str = DEFAULT_ARCH, name: str = "dualcalc.cu") -> str:
-    """Compile CUDA C to PTX with NVRTC (no GPU needed); raises BackendError with the log."""
-    ok, why = nvrtc_available()
-    if not ok:
-        raise BackendError(why)
-    from cupy_backends.cuda.libs import nvrtc
-
-    prog = nvrtc.createProgram(source, name, [], [])
-    try:
-        try:
-            nvrtc.compileProgram(prog, [f"--gpu-architecture={arch}", "--std=c++14"])
-        except Exception as err:  # noqa: BLE001 - NVRTCError: attach the compiler log
-            log = nvrtc.getProgramLog(prog)
-            raise BackendError(f"NVRTC could not compile the generated CUDA source: {err}\n{log}") from None
-        ptx = nvrtc.getPTX(prog)
-    finally:
-        nvrtc.destroyProgram(prog)
-    return ptx.decode() if isinstance(ptx, bytes) else ptx
-
-
+# compilation (NVRTC through codegen.cuda_env)
 def cached_ptx(gen: GeneratedCuda, arch: str = DEFAULT_ARCH) -> str:
     """PTX of a generated source, cached by content hash in the cache folder."""
     path = cache.cache_dir() / "cuda" / f"dc_cuda_{gen.digest}_{arch}.ptx"
@@ -278,7 +221,7 @@ def _module(gen: GeneratedCuda):
     mod = _MODULES.get(key)
     if mod is None:
         cache.write_once(cache.cache_dir() / "cuda" / f"dc_cuda_{gen.digest}.cu", gen.source)
-        mod = cupy.RawModule(code=gen.source, options=("--std=c++14",))
+        mod = cupy.RawModule(code=gen.source, options=(CXX_STD,))
         _MODULES[key] = mod
     return mod
 
@@ -288,8 +231,7 @@ def _module(gen: GeneratedCuda):
 def run(spec: KernelSpec, plan, X: np.ndarray, Y: np.ndarray | None, get, dtype, *, block_size=None,
         progress=None, precision=None, return_device=False):
     """Exact kernels on the GPU; returns (K, T) as NumPy arrays (CuPy with return_device=True)."""
-    if not gpu_available():
-        raise BackendError(f"backend='cuda' needs a CUDA GPU and CuPy: {gpu_unavailable_reason()}")
+    require_gpu("backend='cuda'")
     import cupy
 
     gen = generate(spec, get)
@@ -313,8 +255,7 @@ def run(spec: KernelSpec, plan, X: np.ndarray, Y: np.ndarray | None, get, dtype,
     else:
         Q1h, Q2h = np.zeros((1, n1)), np.zeros((1, n2))
     S1h, S2h = np.sqrt(Q1h), np.sqrt(Q2h)
-    with np.errstate(divide="ignore"):
-        R1h, R2h = np.where(S1h > 0, 1.0 / S1h, 0.0), np.where(S2h > 0, 1.0 / S2h, 0.0)
+    R1h, R2h = plan.inverse_roots()  # 1/√q (a zero variance at a Hermite layer: see there)
     dev = [cupy.asarray(np.ascontiguousarray(a), dtype=ct) for a in (Q1h, Q2h, S1h, S2h, R1h, R2h)]
     tables = []
     for s in steps:

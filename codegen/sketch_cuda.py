@@ -12,16 +12,16 @@ Two kernels per degree L, launched in order on one stream:
   thread j = 0 also adds the constant term r_0·Φ_c (δ: r_1·s_i·Φ'_c).
 
 Complex numbers are interleaved (re, im) pairs of ``real_t`` (float or double) so the source
-needs no headers; NVRTC compiles it to PTX without a GPU (:func:`compile_ptx`), and
+needs no headers; NVRTC compiles it to PTX without a GPU (:func:`compile_ptx`, the one
+compile path of :mod:`codegen.cuda_env`), and
 :func:`load` builds it through CuPy on a machine with one.
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import glob
 import math
-import os
+
+from . import cuda_env
+from .cuda_env import compile_ptx
 
 __all__ = ["weighting_source_cuda", "compile_ptx", "nvrtc_available", "load"]
 
@@ -118,65 +118,10 @@ def weighting_source_cuda(degree: int, derivative: bool = True, real: str = "dou
 
 
 # --------------------------------------------------------------------------------------------
-# NVRTC: source → PTX without a GPU
-def _find_nvrtc() -> str | None:
-    cands = []
-    try:  # the pip wheel nvidia-cuda-nvrtc (13.x puts it under nvidia/cu13/lib)
-        import nvidia  # type: ignore
-
-        for base in getattr(nvidia, "__path__", []):
-            cands += glob.glob(os.path.join(base, "**", "libnvrtc.so*"), recursive=True)
-    except Exception:
-        pass
-    for env in ("CUDA_PATH", "CUDA_HOME"):
-        if os.environ.get(env):
-            cands += glob.glob(os.path.join(os.environ[env], "lib*", "libnvrtc.so*"))
-    cands += glob.glob("/usr/local/cuda*/lib64/libnvrtc.so*")
-    lib = ctypes.util.find_library("nvrtc")
-    if lib:
-        cands.append(lib)
-    cands = [c for c in cands if "builtins" not in os.path.basename(c) and "alt" not in os.path.basename(c)]
-    return cands[0] if cands else None
-
-
+# NVRTC: source → PTX without a GPU (the one compile path, codegen.cuda_env.compile_ptx)
 def nvrtc_available() -> bool:
-    path = _find_nvrtc()
-    if path is None:
-        return False
-    try:
-        ctypes.CDLL(path)
-        return True
-    except OSError:
-        return False
-
-
-def compile_ptx(source: str, arch: str = "compute_80", name: str = "sketch_weight.cu") -> str:
-    """Compile CUDA C to PTX with NVRTC (through ctypes; no GPU needed). Raises RuntimeError
-    with NVRTC's log when compilation fails, or when NVRTC is not installed."""
-    path = _find_nvrtc()
-    if path is None:
-        raise RuntimeError("NVRTC (libnvrtc) not found: install the 'cuda' extra (nvidia-cuda-nvrtc)")
-    lib = ctypes.CDLL(path)
-    prog = ctypes.c_void_p()
-    r = lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), name.encode(), 0, None, None)
-    if r != 0:
-        raise RuntimeError(f"nvrtcCreateProgram failed ({r})")
-    opts = [f"--gpu-architecture={arch}".encode(), b"--std=c++11"]
-    arr = (ctypes.c_char_p * len(opts))(*opts)
-    r = lib.nvrtcCompileProgram(prog, len(opts), arr)
-    if r != 0:
-        size = ctypes.c_size_t()
-        lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
-        log = ctypes.create_string_buffer(size.value)
-        lib.nvrtcGetProgramLog(prog, log)
-        lib.nvrtcDestroyProgram(ctypes.byref(prog))
-        raise RuntimeError("NVRTC failed to compile the generated source:\n" + log.value.decode(errors="replace"))
-    size = ctypes.c_size_t()
-    lib.nvrtcGetPTXSize(prog, ctypes.byref(size))
-    buf = ctypes.create_string_buffer(size.value)
-    lib.nvrtcGetPTX(prog, buf)
-    lib.nvrtcDestroyProgram(ctypes.byref(prog))
-    return buf.value.decode()
+    """True when NVRTC loads (:func:`codegen.cuda_env.nvrtc_available` without the reason)."""
+    return cuda_env.nvrtc_available()[0]
 
 
 _LOADED: dict = {}
@@ -189,7 +134,7 @@ def load(degree: int, derivative: bool = True, real: str = "double"):  # pragma:
         import cupy
 
         src = weighting_source_cuda(degree, derivative, real)
-        mod = cupy.RawModule(code=src, options=("--std=c++11",))
+        mod = cupy.RawModule(code=src, options=(cuda_env.CXX_STD,))
         _LOADED[key] = (mod.get_function(f"sketch_blocks_L{degree}"), mod.get_function(f"sketch_scatter_L{degree}"))
     return _LOADED[key]
 

@@ -24,21 +24,16 @@ cached by content hash under the dualcalc cache folder) and returns the jitted f
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import math
-import os
-import sys
-import threading
-from pathlib import Path
 
 import numpy as np
 
+from . import cache
+
 __all__ = ["weighting_source", "weighting_kernel", "weighting_reference", "run_weighting"]
 
-_LOCK = threading.Lock()
 #: prange over points (the kernel is memory-bound; serial compiles ~5x faster)
 PARALLEL = False
-_MODULES: dict[str, object] = {}
 
 
 def _lit(v: float) -> str:
@@ -113,36 +108,11 @@ def weighting_source(degree: int, derivative: bool = True) -> str:
     return "\n".join(w) + "\n"
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("DUALCALC_CACHE_DIR")
-    base = Path(root) if root else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dualcalc"
-    return base / "sketch_numba"
-
-
 def weighting_kernel(degree: int, derivative: bool = True):
-    """The compiled kernel for degree L (imported from the cache folder; Numba caches the
-    machine code beside the source)."""
+    """The compiled kernel for degree L (imported from the cache folder by
+    :func:`codegen.cache.load_module`; Numba caches the machine code beside the source)."""
     src = weighting_source(degree, derivative)
-    name = "dc_sketch_weight_" + hashlib.sha256(src.encode()).hexdigest()[:16]
-    with _LOCK:
-        mod = _MODULES.get(name)
-        if mod is None:
-            from dualcalc.fileio import atomic_write_text
-
-            path = cache_dir() / f"{name}.py"
-            try:
-                if not path.exists() or path.read_text() != src:
-                    atomic_write_text(path, src)
-            except OSError:  # read-only home: a temporary folder
-                import tempfile
-
-                path = Path(tempfile.gettempdir()) / "dualcalc_sketch_numba" / f"{name}.py"
-                atomic_write_text(path, src)
-            spec = importlib.util.spec_from_file_location(name, path)
-            mod = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(mod)
-            sys.modules[name] = mod
-            _MODULES[name] = mod
+    mod = cache.load_module("sketch_numba", hashlib.sha256(src.encode()).hexdigest()[:16], src)
     return mod.weight
 
 

@@ -16,16 +16,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .errors import BackendError, InputError, ParameterError
+from codegen.cuda_env import gpu_available, require_gpu  # the one GPU probe (re-exported)
+
+from .errors import InputError, ParameterError
 
 BACKENDS = ("auto", "numpy", "numba", "cuda")
-
-
-def gpu_available() -> bool:
-    """True when CuPy imports and sees at least one CUDA device."""
-    from codegen.cuda_target import gpu_available as _gpu
-
-    return _gpu()
 
 
 def resolve_backend(backend: str) -> str:
@@ -33,11 +28,8 @@ def resolve_backend(backend: str) -> str:
         raise ParameterError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
     if backend == "auto":
         return "cuda" if gpu_available() else "numba"
-    if backend == "cuda" and not gpu_available():
-        from codegen.cuda_target import gpu_unavailable_reason
-
-        raise BackendError(f"backend='cuda' needs a CUDA GPU and CuPy: {gpu_unavailable_reason()}. "
-                           "Use backend='numba' (CPU) or 'auto'.")
+    if backend == "cuda":
+        require_gpu("backend='cuda'")
     return backend
 
 

@@ -111,11 +111,11 @@ def collect(*, include_user: bool = True, only: Sequence[str] | None = None) -> 
 # ---------------------------------------------------------------------------------------------
 def library_fingerprint() -> str:
     """Hash of dualcalc's and codegen's source and the versions of the numerical stack."""
-    import dualcalc
+    from ._version import __version__
 
     h = hashlib.sha256()
-    h.update(str(getattr(dualcalc, "__version__", "?")).encode())
-    roots = [Path(dualcalc.__file__).resolve().parent]
+    h.update(str(__version__).encode())
+    roots = [Path(__file__).resolve().parent]
     try:
         import codegen
 
@@ -182,24 +182,13 @@ def _compile_numba(net, X) -> dict:
 
 
 def cuda_compiler():
-    """The PTX compiler of the CUDA code generator, or (None, why-not).
+    """The PTX compiler of the CUDA code generator (:func:`codegen.cuda_env.compile_ptx`), or
+    (None, why-not) when NVRTC cannot be loaded (the ``cuda`` extra is not installed); no GPU
+    is needed."""
+    from codegen.cuda_env import compile_ptx, nvrtc_available
 
-    Not available when codegen.cuda_target lacks ``compile_ptx`` or NVRTC cannot be
-    loaded (the ``cuda`` extra is not installed); no GPU is needed.
-    """
-    try:
-        from codegen import cuda_target  # type: ignore[attr-defined]
-    except ImportError as exc:
-        return None, f"CUDA code generator not available ({exc})"
-    fn = getattr(cuda_target, "compile_ptx", None)
-    if fn is None:
-        return None, "codegen.cuda_target has no compile_ptx()"
-    probe = getattr(cuda_target, "nvrtc_available", None)
-    if probe is not None:
-        ok, why = probe()
-        if not ok:
-            return None, why
-    return fn, ""
+    ok, why = nvrtc_available()
+    return (compile_ptx, "") if ok else (None, why)
 
 
 def _compile_cuda(net) -> dict:

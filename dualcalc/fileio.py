@@ -1,9 +1,32 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
+"""Files: the one cache folder of dualcalc, and atomic writes (a reader sees the old file or
+the new one, never half of one).  A leaf module: it imports nothing of dualcalc, so every
+layer (the dual cache, the code generators, the build) may use it."""
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
+
+
+def cache_dir(*parts: str) -> Path:
+    """The cache folder, joined with ``parts`` (e.g. ``cache_dir("duals")``).
+
+    ``$DUALCALC_CACHE_DIR`` when set (``~`` expanded); else the platform's user cache folder:
+    ``$XDG_CACHE_HOME/dualcalc`` or ``~/.cache/dualcalc`` on Linux, ``~/Library/Caches/dualcalc``
+    on macOS, ``%LOCALAPPDATA%\\dualcalc\\Cache`` on Windows.  Read on every call, so a changed
+    environment variable takes effect at once.
+    """
+    env = os.environ.get("DUALCALC_CACHE_DIR")
+    if env:
+        base = Path(env).expanduser()
+    elif sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local") / "dualcalc" / "Cache"
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches" / "dualcalc"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dualcalc"
+    return base.joinpath(*parts)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

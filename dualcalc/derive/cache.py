@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import sys
-import tempfile
 from pathlib import Path
 
 import sympy as sp
 
+from ..fileio import atomic_write_text, cache_dir as fileio_cache_dir
 from ..symbols import c, q1, q2, rho, x
 from .result import Derived
 from .._version import __version__
@@ -139,17 +137,8 @@ def from_tree(tree) -> sp.Basic:
 
 # -- location -------------------------------------------------------------------
 def cache_dir() -> Path:
-    """``$DUALCALC_CACHE_DIR`` or the platform's user cache directory, plus ``duals``."""
-    env = os.environ.get("DUALCALC_CACHE_DIR")
-    if env:
-        return Path(env).expanduser() / "duals"
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local") / "dualcalc" / "Cache"
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches" / "dualcalc"
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dualcalc"
-    return base / "duals"
+    """The ``duals`` subfolder of the cache folder (:func:`dualcalc.fileio.cache_dir`)."""
+    return fileio_cache_dir("duals")
 
 
 def cache_key(expr: sp.Expr, catalog: str) -> tuple[str, str]:
@@ -222,28 +211,12 @@ def store(key: str, canon: str, entry: Entry) -> bool:
 
 
 def write_atomic(path: Path, text: str) -> bool:
+    """:func:`dualcalc.fileio.atomic_write_text`; False (nothing written) on an OSError."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return False
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        tmp = None
+        atomic_write_text(path, text)
         return True
     except OSError:
         return False
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
 
 
 def clear() -> int:

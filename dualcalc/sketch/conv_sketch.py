@@ -40,15 +40,11 @@ from sklearn.utils.validation import check_is_fitted
 from ..conv import image_program, validate_images
 from ..errors import InputError, ParameterError
 from .coefficients import CoefficientTable
-from .kernel_sketch import _weight_plan, balanced_buckets
+from .weighting import balanced_buckets, row_norms as _row_norms, weight, weight_plan as _weight_plan
 from .polysketch import PolySketch
 from .srht import CountSketch, TensorSRHT, random_phases, to_real
 
 __all__ = ["ConvKernelSketch"]
-
-
-def _row_norms(A):
-    return np.sqrt(np.einsum("ij,ij->i", A.real, A.real) + np.einsum("ij,ij->i", A.imag, A.imag))
 
 
 def _shift_concat(F: np.ndarray, op, scale: float) -> np.ndarray:
@@ -314,8 +310,6 @@ class ConvKernelSketch(TransformerMixin, BaseEstimator):
         psi = (Xc / np.sqrt(C)).astype(cdt)  # (nb, H, W, C)
         phi = None
         spatial = True
-        from .kernel_sketch import KernelSketch
-
         for st in self.plan_[:-1]:
             kind = st["kind"]
             if kind == "conv":
@@ -344,7 +338,7 @@ class ConvKernelSketch(TransformerMixin, BaseEstimator):
                 nrm = _row_norms(P2)
                 u = P2 * np.where(nrm > 0, 1.0 / np.where(nrm > 0, nrm, 1.0), 0.0)[:, None].astype(rdt)
                 blocks = st["poly"].transform(u, cdt)[1:] if st["poly"] is not None else []
-                new_psi, delta = KernelSketch._weight(u, blocks, R, s, st["plan"], st["deriv"], "numba")
+                new_psi, delta = weight(u, blocks, R, s, st["plan"], st["deriv"], "numba")
                 if st["tensor"] is not None:
                     phi = st["tensor"](phi.reshape(rows, -1), delta, cdt).reshape(shape + (-1,))
                 else:

@@ -36,6 +36,7 @@ from ..errors import ParameterError
 from .coefficients import CoefficientTable, diagonal_recursion, homogeneous_degree
 from .polysketch import PolySketch
 from .srht import array_module, complex_dtype, random_phases, to_real
+from .weighting import balanced_buckets, rescale, weight
 
 __all__ = ["homogeneous_eligible", "composed_function", "fit_nonnegative_polynomial", "HomogeneousPlan"]
 
@@ -136,8 +137,6 @@ class HomogeneousPlan:
         # exact terms (constant, linear) get reserved collision-free buckets when few
         ms = self.k_out - (du + 1) if 2 * (du + 1) <= self.k_out else self.k_out
         self.poly = PolySketch(d, max(L, 1), ms, gen, leaves=leaves, leaf_dim=mp)
-        from .kernel_sketch import balanced_buckets
-
         lo = ms if ms < self.k_out else 0
         b = lo + balanced_buckets(gen, du + 1, self.k_out - lo)
         self.wplan = {
@@ -185,16 +184,10 @@ class HomogeneousPlan:
             R = scale[rows, None] * sqc[None, :]
             R[:, 1:] *= has_unit[:, None]
             if normalize:
-                from .kernel_sketch import _rescale
-
-                blocks = [_rescale(B, xp.ones(B.shape[0])) for B in blocks]
-            from .kernel_sketch import KernelSketch
-
-            psi, _ = KernelSketch._weight(u, blocks, xp.asarray(R), xp.zeros(R.shape[0]), self.wplan, False, backend)
+                blocks = [rescale(B, xp.ones(B.shape[0])) for B in blocks]
+            psi, _ = weight(u, blocks, xp.asarray(R), xp.zeros(R.shape[0]), self.wplan, False, backend)
             if normalize:
-                from .kernel_sketch import _rescale
-
-                psi = _rescale(psi, xp.asarray(np.sqrt((R**2).sum(axis=1))))
+                psi = rescale(psi, xp.asarray(np.sqrt((R**2).sum(axis=1))))
             F = to_real(psi, self.m, dtype=rdt)
             Z[rows] = F.get() if xp is not np else F
         return Z

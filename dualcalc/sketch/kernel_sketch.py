@@ -46,65 +46,19 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from codegen.cuda_target import gpu_available, gpu_unavailable_reason
+from codegen.cuda_env import gpu_available, require_gpu
 
 from ..bounds import check_allocation
-from ..errors import BackendError, InputError, OutOfMemoryError, ParameterError
+from ..errors import InputError, OutOfMemoryError, ParameterError
 from ..network import Network
 from .coefficients import CoefficientTable, choose_degrees, diagonal_recursion, fc_program
 from .polysketch import PolySketch
-from .srht import CountSketch, TensorSRHT, array_module, random_phases, to_real
+from .srht import CountSketch, TensorSRHT, array_module, to_real
+from .weighting import rescale as _rescale, row_norms as _row_norms, weight, weight_plan as _weight_plan
 
 __all__ = ["KernelSketch"]
 
 _SUBSAMPLE = 160  # points used to choose the degree automatically
-
-
-def balanced_buckets(rng, count: int, m: int) -> np.ndarray:
-    """Buckets for ``count`` coordinates among m: distinct when count ≤ m, otherwise each
-    bucket receives ⌊count/m⌋ or ⌈count/m⌉ of them (a random balanced assignment).
-
-    Distinct buckets make the exact blocks (the constant and the linear term u) collision-free,
-    so they pass into the Σ-sketch without error; uniform hashing would collide (birthday
-    paradox) and a single collision between two large coordinates costs a lot of accuracy.
-    """
-    reps = -(-count // m)
-    return (rng.permutation(reps * m)[:count] % m).astype(np.int64)
-
-
-def _weight_plan(rng, du: int, degree: int, m: int, ms: int) -> dict:
-    """Random phases/buckets of one activation layer's weighting (see codegen.sketch_numba).
-
-    The sketched blocks fill buckets 0..ms−1.  The constant term and the du coordinates of u
-    go to the reserved buckets ms..m−1 when ms < m (distinct ones), else anywhere (distinct
-    whenever du + 1 ≤ m, balanced otherwise).
-    """
-    L = degree
-    plan = {"m": m, "ph_k": random_phases(rng, (max(L - 1, 0), ms)),
-            "ph_d": random_phases(rng, (max(L - 2, 0), ms))}
-    lo = ms if ms < m else 0
-    for tag in ("k", "d"):
-        b = lo + balanced_buckets(rng, du + 1, m - lo)
-        plan[f"hu_{tag}"] = b[1:]
-        plan[f"c0b_{tag}"] = int(b[0])
-        plan[f"pu_{tag}"] = random_phases(rng, du)
-        plan[f"c0p_{tag}"] = complex(random_phases(rng, 1)[0])
-    return plan
-
-
-def _row_norms(A):
-    xp = array_module(A)
-    return xp.sqrt(xp.einsum("ij,ij->i", A.real, A.real) + xp.einsum("ij,ij->i", A.imag, A.imag)) \
-        if xp.iscomplexobj(A) else xp.sqrt(xp.einsum("ij,ij->i", A, A))
-
-
-def _rescale(A, target, eps=0.0):
-    """Rows of A rescaled to the given norms (rows of norm 0 left alone)."""
-    xp = array_module(A)
-    nrm = _row_norms(A)
-    f = xp.where(nrm > eps, xp.asarray(target) / xp.where(nrm > eps, nrm, 1.0), 0.0)
-    A *= f[:, None].astype(A.real.dtype)
-    return A
 
 
 def _const_col(n, value, dtype, like):
@@ -222,9 +176,8 @@ class KernelSketch(TransformerMixin, BaseEstimator):
         return X.tocsr() if scipy.sparse.issparse(X) else X
 
     def _resolve_backend(self):
-        if self.backend == "cuda" and not gpu_available():
-            raise BackendError(f"KernelSketch(backend='cuda') needs CuPy and a visible GPU: "
-                               f"{gpu_unavailable_reason()}; use backend='numba' or 'auto'")
+        if self.backend == "cuda":
+            require_gpu("KernelSketch(backend='cuda')")
         if self.backend != "auto":
             return self.backend
         return "cuda" if gpu_available() else "numba"
@@ -508,16 +461,7 @@ class KernelSketch(TransformerMixin, BaseEstimator):
                 F = _rescale(F, Fn)
         return to_real(F, m, dtype=rdt)
 
-    @staticmethod
-    def _weight(u, blocks, R, s, plan, deriv, backend):
-        if backend == "cuda":  # pragma: no cover - GPU
-            from codegen.sketch_cuda import run_weighting_cuda
-
-            return run_weighting_cuda(u, blocks, R, s, plan, derivative=deriv)
-        from codegen.sketch_numba import run_weighting
-
-        return run_weighting(u, blocks, R, s, plan, derivative=deriv,
-                             backend="numpy" if backend == "numpy" else "numba")
+    _weight = staticmethod(weight)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
