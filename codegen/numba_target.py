@@ -462,9 +462,7 @@ def run(spec: KernelSpec, plan, X: np.ndarray, Y: np.ndarray | None, get, dtype,
         Q2 = Q1 if sym else np.zeros((1, n2))
     S1 = np.sqrt(Q1)
     S2 = S1 if sym else np.sqrt(Q2)
-    with np.errstate(divide="ignore"):
-        R1 = np.where(S1 > 0, 1.0 / S1, 0.0)
-        R2 = R1 if sym else np.where(S2 > 0, 1.0 / S2, 0.0)
+    R1, R2 = plan.inverse_roots()  # 1/√q (a zero variance at a Hermite layer: see there)
     H1 = hoisted_values(gen, list(Q1), n1)
     H2 = H1 if sym else hoisted_values(gen, list(Q2), n2)
     tables = []

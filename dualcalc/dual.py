@@ -22,11 +22,23 @@ from .warn import warn
 CLOSED_FORM = "closed-form"
 HERMITE = "hermite"
 
-#: Default accuracy of the Hermite method: relative to √(k(q1,q1,q1) k(q2,q2,q2)).
+#: Default accuracy of the Hermite tables a network uses (its kernel entries, layer by layer):
+#: relative to √(k(q1,q1,q1) k(q2,q2,q2)).
 DEFAULT_TOL = 1e-8
+#: Accuracy of k and k̇ evaluated one by one (``act.nngp``, ``act.ntk``, ``Dual.evaluate``):
+#: the activation's ``tol`` or this, whichever is smaller (a pointwise evaluation can afford
+#: the higher degree; a network's n² entries use ``tol``).  Half of 1e-9, so that the error
+#: on the diagonal, which equals the tail bound, stays below 1e-9 with quadrature noise.
+EVAL_TOL = 5e-10
 #: Variances over which a Hermite dual states its accuracy.
 DEFAULT_Q_RANGE = (0.01, 50.0)
-MAX_DEGREE = 2048
+MAX_DEGREE = 16384
+#: Past this degree the series is doubled further only while a doubling still divides the
+#: error bound by ≥ 4 (super-algebraic decay: smooth σ, e.g. tanh at q = 100 needs ~8000;
+#: x/√(1+x²) at q = 100 gains 11× from 1024 to 2048).
+#: Algebraic decay (softsign's σ'' jumps at 0, ELU: T'_L ~ L^(−p), a factor 2^(−p) ≈ 0.4 per
+#: doubling) stops here with the error stated, instead of paying up to 8× the degree for ~3×.
+SLOW_DECAY_FROM = 2048
 
 _NUMPY_MODULES = [{"erf": scipy.special.erf, "erfc": scipy.special.erfc}, "numpy"]
 
@@ -89,7 +101,9 @@ class HermiteSeries:
 
     The degree is the smallest meeting ``tol`` for both (at every requested q),
     searched on coefficients computed at degrees 32, 64, … ≤ ``max_degree``; past the
-    cap, the cap is used and a warning (once per series) states the error reached.
+    cap — or past :data:`SLOW_DECAY_FROM` once a doubling divides the bound by less than
+    4 (algebraic decay) — the last degree is used and a warning (once per series,
+    tolerance and octave of the largest variance) states the error reached.
     """
 
     f: Callable[[np.ndarray], np.ndarray]
@@ -107,29 +121,31 @@ class HermiteSeries:
         t = self.tables(q, degree)
         return t.R, max(t.err_nngp, t.err_ntk)
 
-    def tables(self, q: np.ndarray, degree: int | None = None) -> SeriesTables:
-        """σ's (and, when σ jumps, σ''s) coefficient tables with their error estimates."""
+    def tables(self, q: np.ndarray, degree: int | None = None, tol: float | None = None) -> SeriesTables:
+        """σ's (and, when σ jumps, σ''s) coefficient tables with their error estimates;
+        the degree meets ``tol`` (default: the series' own)."""
         q = np.atleast_1d(np.asarray(q, dtype=np.float64))
-        key = (q.tobytes(), degree)
+        tol = self.tol if tol is None else float(tol)
+        key = (q.tobytes(), degree, tol)
         hit = self._memo.get(key)
         if hit is not None:
             return hit
-        out = self._tables(q, degree)
+        out = self._tables(q, degree, tol)
         if len(self._memo) > 64:
             self._memo.clear()
         self._memo[key] = out
         return out
 
-    def _tables(self, q: np.ndarray, degree: int | None) -> SeriesTables:
+    def _tables(self, q: np.ndarray, degree: int | None, tol: float) -> SeriesTables:
         M1 = None
         if self.df is not None and not self.jumps:
-            M1 = H.coefficient_table(self.df, 0, q, self.kinks)[1]
+            M1 = H.coefficient_table(self.df, 0, q, self.kinks, fine=True)[1]
         D = degree if degree is not None else min(32, self.max_degree)
         while True:
-            R, M = H.coefficient_table(self.f, D, q, self.kinks)
+            R, M = H.coefficient_table(self.f, D, q, self.kinks, fine=True)
             Rd = Md = None
             if self.jumps and self.df is not None:
-                Rd, Md = H.coefficient_table(self.df, D, q, self.kinks)
+                Rd, Md = H.coefficient_table(self.df, D, q, self.kinks, fine=True)
             tk = self._tail(R**2, M)
             if self.jumps:
                 tt = self._tail(Rd**2, Md) if Rd is not None else np.zeros(D + 1)
@@ -140,23 +156,39 @@ class HermiteSeries:
             if degree is not None:
                 d = D
                 break
-            ok = np.flatnonzero((tk <= self.tol) & (tt <= self.tol))
+            ok = np.flatnonzero((tk <= tol) & (tt <= tol))
             if ok.size and (M1 is not None or self.jumps or ok[0] <= D // 2):
                 d = int(ok[0])
                 break
-            if 2 * D > self.max_degree:
+            worst = np.maximum(tk, tt)
+            slow = D >= SLOW_DECAY_FROM and worst[D] > 0.25 * worst[D // 2]
+            if 2 * D > self.max_degree or slow:
                 d = D
-                if not self._warned:
-                    self._warned = True
-                    warn(
-                        f"Hermite series did not reach tol={self.tol:.1e} at degree {D} for variances up to "
-                        f"{q.max():.3g} (estimated relative error: NNGP {tk[D]:.1e}, NTK {tt[D]:.1e}); the "
-                        "kernels are that accurate, not tol — accept it, or rescale the inputs/weights toward "
-                        "smaller variances", RuntimeWarning, key=("hermite-cap", id(self), self.tol))
+                self._warned = True
+                # once per series, tolerance and octave of the largest variance: the error reached
+                # grows with q, so a later call at larger variances states its own (softsign)
+                decade = int(np.floor(np.log2(q.max()))) if q.max() > 0 else 0
+                warn(
+                    f"Hermite series did not reach tol={tol:.1e} at degree {D} for variances up to "
+                    f"{q.max():.3g} (estimated relative error: NNGP {tk[D]:.1e}, NTK {tt[D]:.1e}"
+                    + ("; its coefficients decay algebraically, as where σ or a derivative of σ jumps, so "
+                       "higher degrees would gain little" if slow else "") + "); the "
+                    "kernels are that accurate, not tol — accept it, or rescale the inputs/weights toward "
+                    "smaller variances", RuntimeWarning, key=("hermite-cap", id(self), tol, decade))
                 break
             D *= 2
         return SeriesTables(R=R[:, : d + 1], Rd=None if Rd is None else Rd[:, : d + 1], degree=d,
                             err_nngp=float(tk[d]), err_ntk=float(tt[d]))
+
+    def derivative_at_zero(self) -> float:
+        """σ'(0) from ``df`` (NaN without it): k̇(0, q, 0) = σ'(0)·E[σ'(√q g)].  Where σ has
+        a kink at 0, the mean of the one-sided derivatives (the limit of E[σ'(√ε g)], ε → 0)."""
+        if self.df is None:
+            return float("nan")
+        x = np.array([-1e-300, 1e-300]) if any(k == 0.0 for k in self.kinks) else np.zeros(1)
+        with np.errstate(all="ignore"):
+            v = np.broadcast_to(np.asarray(self.df(x), dtype=np.float64), x.shape)
+        return float(np.mean(v))
 
     @staticmethod
     def _tail(E: np.ndarray, total: np.ndarray) -> np.ndarray:
@@ -236,7 +268,12 @@ class Dual:
         if self.series is None:
             return None
         qs = np.geomspace(*self.q_range, 9)
-        return self.series.tables(qs)
+        return self.series.tables(qs, tol=self.eval_tol)
+
+    @property
+    def eval_tol(self) -> float | None:
+        """Tolerance of pointwise evaluation: min(the series' tol, :data:`EVAL_TOL`)."""
+        return None if self.series is None else min(self.series.tol, EVAL_TOL)
 
     @property
     def degree(self) -> int | None:
@@ -277,15 +314,27 @@ class Dual:
         lo, hi = self.q_range
         if uq.size and uq[0] >= lo * (1 - 1e-12) and uq[-1] <= hi * (1 + 1e-12):
             t = self.series.tables(uq, degree=self.degree)  # the stated degree: error ≤ error_estimates
-        else:
-            t = self.series.tables(uq)  # outside q_range: a degree chosen for these variances
+        else:  # outside q_range: a degree chosen for these variances
+            t = self.series.tables(uq, tol=self.eval_tol)
         use_d = which == "ntk" and self.series.jumps and t.Rd is not None
         R = t.Rd if use_d else t.R
         R1 = R[inv[: a.size]].reshape(a.shape + (R.shape[1],))
         R2 = R[inv[a.size:]].reshape(b.shape + (R.shape[1],))
         if which == "nngp" or use_d:
             return H.series_nngp(R1, R2, r)
-        return H.series_ntk(R1, R2, r, np.sqrt(a * b))
+        out = H.series_ntk(R1, R2, r, np.sqrt(a * b))
+        zero = (a == 0) | (b == 0)
+        if zero.any() and self.series.df is not None:
+            # A zero variance makes u ≡ 0: k̇ = σ'(0)·E[σ'(v)], E[σ'(√q g)] = r_1(q)/√q (Stein);
+            # the Mehler quotient r_l(q1) r_l(q2)/√(q1 q2) is 0/0 there.
+            d0 = self.series.derivative_at_zero()
+            with np.errstate(divide="ignore", invalid="ignore"):
+                m1 = np.where(a > 0, R1[..., 1] / np.sqrt(np.where(a > 0, a, 1.0)), d0) if R1.shape[-1] > 1 \
+                    else np.full(a.shape, d0)
+                m2 = np.where(b > 0, R2[..., 1] / np.sqrt(np.where(b > 0, b, 1.0)), d0) if R2.shape[-1] > 1 \
+                    else np.full(b.shape, d0)
+            out = np.where(zero, m1 * m2, out)
+        return out
 
     def evaluate(self, which: str, q1_, q2_, c_) -> np.ndarray:
         """k (``which="nngp"``), k̇ (``"ntk"``) or ∂k/∂c (``"price"``) at broadcast (q1, q2, c)."""

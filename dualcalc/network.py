@@ -310,6 +310,8 @@ class ActivationStep:
     qy: np.ndarray
     Rx: np.ndarray | None = None
     Ry: np.ndarray | None = None
+    #: The tables hold σ'(0) as r_1 at the zero-variance points (see RecursionPlan.inverse_roots).
+    zero_slope: bool = False
 
     @property
     def hermite(self) -> bool:
@@ -331,6 +333,27 @@ class RecursionPlan:
     ty_out: np.ndarray | None
     d: int
     symmetric: bool
+
+    def inverse_roots(self) -> tuple[np.ndarray, np.ndarray]:
+        """1/√q of every point at every activation: shapes (n_act, n1), (n_act, n2) (zeros of
+        shape (1, n) without activations), 0 where q = 0 — except at a Hermite layer with
+        ``zero_slope``, where it is 1 there.  A zero variance makes u ≡ 0, so k̇ = σ'(0)·E[σ'(v)]
+        = σ'(0)·r_1(q_v)/√q_v (Stein); the Mehler form Σ_l l r_l(q_u) r_l(q_v) ρ^{l−1}/√(q_u q_v)
+        is 0/0 there.  With r_1(0) := σ'(0) in the table and 1/√q_u := 1 (ρ = 0 exactly there),
+        the same series gives it, and k is unchanged (its l ≥ 1 terms carry ρ^l = 0)."""
+        if not self.steps:
+            z1 = np.zeros((1, self.qx_out.size))
+            return z1, (z1 if self.symmetric else np.zeros((1, self.qy_out.size)))
+
+        def inv(q: np.ndarray, step: ActivationStep) -> np.ndarray:
+            with np.errstate(divide="ignore"):
+                r = np.where(q > 0, 1.0 / np.sqrt(q), 0.0)
+            if step.zero_slope:
+                r[q == 0] = 1.0
+            return r
+
+        I1 = np.stack([inv(s.qx, s) for s in self.steps])
+        return I1, (I1 if self.symmetric else np.stack([inv(s.qy, s) for s in self.steps]))
 
 
 #: Unique variances up to which Hermite tables are computed point by point.
@@ -453,6 +476,11 @@ def _recursion_plan(net: Network, X: np.ndarray, Y: np.ndarray | None, ntk_diag:
                     onesy = np.ones(qy.size)
                     qy_new = H.series_nngp(Ry, Ry, onesy)
                     dy = H.series_ntk(Ry, Ry, onesy, qy) if ntk_diag else None
+                step.zero_slope = _carry_zero_slope(step, R, qx if sym else np.concatenate([qx, qy]))
+                if step.zero_slope and ntk_diag:  # k̇(0, 0, 0) = σ'(0)²
+                    d0 = R[np.flatnonzero((qx if sym else np.concatenate([qx, qy])) == 0)[0], 1]
+                    dx = np.where(qx == 0, d0 * d0, dx)
+                    dy = dx if sym else np.where(qy == 0, d0 * d0, dy)
             else:
                 step = ActivationStep(layer, qx, qy)
                 qx_new = layer.nngp(qx, qx, qx)
@@ -485,6 +513,20 @@ def _recursion_plan(net: Network, X: np.ndarray, Y: np.ndarray | None, ntk_diag:
                 raise InputError(f"the NTK diagonal of {name} is not finite (row "
                                  f"{int(np.flatnonzero(~np.isfinite(t))[0])}); rescale the data or the weights")
     return RecursionPlan(steps, qx, qy, tx, ty, d, sym)
+
+
+def _carry_zero_slope(step: ActivationStep, R: np.ndarray, q: np.ndarray) -> bool:
+    """Put σ'(0) into r_1 of the table rows R[q == 0] (in place; see
+    :meth:`RecursionPlan.inverse_roots`); False where nothing is to carry (no zero variance,
+    degree 0, σ' a delta, or σ'(0) unknown)."""
+    zero = q == 0
+    if not zero.any() or R.shape[1] < 2 or step.zero_ntk:
+        return False
+    d0 = step.act.dual.series.derivative_at_zero()
+    if not np.isfinite(d0):
+        return False
+    R[zero, 1] = d0
+    return True
 
 
 def _check_domain(act: Activation, qx, qy, li: int) -> None:
@@ -520,6 +562,8 @@ def numpy_kernel(net: Network, X: np.ndarray, Y: np.ndarray | None, get=("nngp",
     K = X64 @ (X64 if Y64 is None else Y64).T / d
     T = np.zeros_like(K) if want_ntk else None
     steps = iter(plan.steps)
+    I1, I2 = plan.inverse_roots()
+    a = 0
     diag = np.arange(K.shape[0]) if plan.symmetric else None
     for layer, width_in in _dense_steps(net):
         if isinstance(layer, Dense):
@@ -534,13 +578,15 @@ def numpy_kernel(net: Network, X: np.ndarray, Y: np.ndarray | None, get=("nngp",
                     r = np.where(s > 0, np.clip(K / np.where(s > 0, s, 1.0), -1.0, 1.0), 0.0)
                 R1, R2 = step.Rx[:, None, :], step.Ry[None, :, :]
                 if want_ntk:
-                    T = np.zeros_like(K) if step.zero_ntk else T * H.series_ntk(R1, R2, r, s)
+                    T = np.zeros_like(K) if step.zero_ntk else \
+                        T * (H.series_ntk(R1, R2, r, np.ones_like(r)) * I1[a][:, None] * I2[a][None, :])
                 K = H.series_nngp(R1, R2, r)
             else:
                 Qx, Qy = np.broadcast_arrays(step.qx[:, None], step.qy[None, :])
                 if want_ntk:
                     T = T * _ntk_values(step, Qx, Qy, K)
                 K = step.act.nngp(Qx, Qy, K)
+            a += 1
     out_dtype = X.dtype
     return Kernel(K.astype(out_dtype) if "nngp" in get else None,
                   T.astype(out_dtype) if want_ntk else None)
