@@ -194,12 +194,15 @@ def _high_sum(lg: _Lang, ind: str) -> list[str]:
 
 
 _NJIT = '@njit(cache=True, error_model="numpy", fastmath={"contract"}, inline="always")'
+# Φ₂ is called, not inlined: a dual holds tens of Φ₂ calls, and inlining each copy made one
+# ELU network take ~15 min to compile on 2 cores (LLVM on the unrolled Gauss–Legendre sums).
+_NJIT_CALL = '@njit(cache=True, error_model="numpy", fastmath={"contract"})'
 
 
 def _numba_phi2() -> dict[str, str]:
     lg = _Lang("numba")
     L = lg.lit
-    dw = ["", _NJIT, "def _phi2_dw(hk, hs, ar):",
+    dw = ["", _NJIT_CALL, "def _phi2_dw(hk, hs, ar):",
           '    """Σ w_i exp((sn_i hk − hs)/(1 − sn_i²)) · asin(ar)/(4π): the Drezner–Wesolowsky integral."""',
           f"    asr = {lg.fn('asin')}(ar) * 0.5",
           f"    if ar < 0.3:"]
@@ -209,7 +212,7 @@ def _numba_phi2() -> dict[str, str]:
     dw += ["    else:"]
     dw += _dw_sum(lg, 20, "        ")
     dw += [f"    return s * asr * {L(1.0 / TWO_PI)}", ""]
-    high = ["", _NJIT, "def _phi2_high(h, k, r):",
+    high = ["", _NJIT_CALL, "def _phi2_high(h, k, r):",
             '    """L(h, k; r) = P(X > h, Y > k) for 0.925 <= |r| < 1 (Genz\'s second form)."""',
             "    neg = r < 0.0",
             "    k = -k if neg else k",
@@ -236,7 +239,7 @@ def _numba_phi2() -> dict[str, str]:
              "        return -bvn",
              "    lo = _ncdf(k) - _ncdf(h) if h < 0.0 else _ncdf(-h) - _ncdf(-k)",
              "    return lo - bvn", ""]
-    top = ["", _NJIT, "def _phi2(h, k, r):",
+    top = ["", _NJIT_CALL, "def _phi2(h, k, r):",
            '    """Phi2(h, k; r) = P(X < h, Y < k), standard normals with correlation r (Genz 2004;',
            '    codegen/mathlib.py).  r is clipped to [-1, 1]; NaN in, NaN out."""',
            "    bad = (h != h) or (k != k) or (r != r)",

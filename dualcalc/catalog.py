@@ -22,7 +22,8 @@ File format (``catalog/relu.toml``)::
     ntk_convention = "zero-a.e."     # sigma' holds a delta: the layer passes no NTK
 
 Built-in rules: ``polynomial`` (any polynomial formula), ``rectified_monomial``
-(parameter ``n``).  Builders: ``builder = "polynomial"`` makes the formula from a
+(parameter ``n``), ``piecewise`` (breakpoints anywhere, each piece a polynomial times
+exp(a·x): the piecewise-exponential derivation, docs/piecewise.md).  Builders: ``builder = "polynomial"`` makes the formula from a
 list parameter ``coefficients`` (m_0, m_1, ...).
 """
 from __future__ import annotations
@@ -40,7 +41,7 @@ from .errors import CatalogError, UnknownActivationError
 _TOP_KEYS = {"name", "formula", "description", "aliases", "homogeneous_degree", "references",
              "parameters", "dual", "builder", "notes"}
 _DUAL_KEYS = {"nngp", "ntk", "rule", "closed_form", "ntk_convention"}
-RULES = {"polynomial", "rectified_monomial"}
+RULES = {"polynomial", "rectified_monomial", "piecewise"}
 BUILDERS = {"polynomial"}
 NTK_CONVENTIONS = {"price", "zero-a.e."}
 

@@ -628,3 +628,108 @@ def hermite_coefficients(s: Sigma, q, degree: int, half_width: float = 12.0,
                 h_prev, h = h, g * h - (l - 1) * h_prev      # He_l(g)
                 acc[l] += fw * h
         return [float(acc[l] / mp.sqrt(mp.factorial(l))) for l in range(degree + 1)]
+
+
+# ---------------------------------------------------------------------------
+# Piecewise activations: pieces p(t)·e^{a t} on intervals (tests/test_piecewise.py,
+# catalog entries hard_tanh, relu6, ...).  The conditional expectation of one piece,
+# t ~ N(m, τ²):  E[t^j e^{a t} 1(lo < t < hi)] = e^{a m + a²τ²/2} E[s^j 1(lo < s < hi)],
+# s ~ N(m + aτ², τ²) (completing the square), and the interval moments by parts:
+# S_0 = Φ(B) − Φ(A), S_k = (k−1) S_{k−2} + A^{k−1}φ(A) − B^{k−1}φ(B) for z ~ N(0, 1) on (A, B).
+# ---------------------------------------------------------------------------
+
+def _interval_moment(ctx, n, m, tau, lo, hi):
+    """E[t^n 1(lo < t < hi)], t ~ N(m, τ²); lo/hi may be ±inf."""
+    A = (lo - m) / tau if lo != -ctx.inf else None
+    B = (hi - m) / tau if hi != ctx.inf else None
+    pa = phi(ctx, A) if A is not None else ctx.zero
+    pb = phi(ctx, B) if B is not None else ctx.zero
+    # P(A < z < B) from the tail on the side where it is small (1 − Φ(A) would lose it to rounding)
+    if A is not None and A > 0:
+        p0 = Phi(ctx, -A) - (Phi(ctx, -B) if B is not None else ctx.zero)
+    else:
+        p0 = (Phi(ctx, B) if B is not None else ctx.one) - (Phi(ctx, A) if A is not None else ctx.zero)
+    S = [p0, pa - pb]
+    for k in range(2, n + 1):
+        S.append((k - 1) * S[k - 2] + (A ** (k - 1) * pa if A is not None else 0)
+                 - (B ** (k - 1) * pb if B is not None else 0))
+    return sum(math.comb(n, k) * m ** (n - k) * tau**k * S[k] for k in range(n + 1))
+
+
+def piecewise(name: str, pieces) -> Sigma:
+    """σ(t) = Σ_terms p(t)·e^{a t} on each piece; ``pieces`` = [(lo, hi, [(a, [m_0, m_1, …]), …])]
+    with lo/hi numbers, strings or ±math.inf, in increasing order."""
+
+    def conv(ctx, v):
+        return ctx.inf if v == math.inf else (-ctx.inf if v == -math.inf else _num(ctx, v))
+
+    def find(ctx, t):
+        for lo, hi, terms in pieces:
+            if conv(ctx, lo) < t <= conv(ctx, hi) or (hi == math.inf and t > conv(ctx, lo)):
+                return terms
+        return pieces[0][2]
+
+    def f(ctx, t):
+        return sum(sum(_num(ctx, m) * t**j for j, m in enumerate(p)) * ctx.exp(_num(ctx, a) * t)
+                   for a, p in find(ctx, t))
+
+    def df(ctx, t):
+        out = 0
+        for a, p in find(ctx, t):
+            A = _num(ctx, a)
+            poly = sum(_num(ctx, m) * t**j for j, m in enumerate(p))
+            dpoly = sum(j * _num(ctx, m) * t ** (j - 1) for j, m in enumerate(p) if j)
+            out += (dpoly + A * poly) * ctx.exp(A * t)
+        return out
+
+    def cond(ctx, m, tau):
+        k = kd = 0
+        for lo, hi, terms in pieces:
+            L, H = conv(ctx, lo), conv(ctx, hi)
+            for a, p in terms:
+                A = _num(ctx, a)
+                tilt = ctx.exp(A * m + A * A * tau * tau / 2)
+                ms = m + A * tau * tau
+                mom = [_interval_moment(ctx, j, ms, tau, L, H) for j in range(len(p))]
+                k += tilt * sum(_num(ctx, c_) * mom[j] for j, c_ in enumerate(p))
+                # σ' = (p' + a p) e^{a t}
+                kd += tilt * sum(_num(ctx, c_) * (j * (mom[j - 1] if j else 0) + A * mom[j])
+                                 for j, c_ in enumerate(p))
+        return k, kd
+
+    kinks = tuple(sorted({float(v) for lo, hi, _ in pieces for v in (lo, hi) if math.isfinite(float(v))}))
+    return Sigma(name, f, df, kinks, cond)
+
+
+INF = math.inf
+
+
+def hard_tanh(lower=-1.0, upper=1.0) -> Sigma:
+    return piecewise("hard_tanh", [(-INF, lower, [(0, [lower])]), (lower, upper, [(0, [0, 1])]),
+                                   (upper, INF, [(0, [upper])])])
+
+
+def relu6() -> Sigma:
+    return piecewise("relu6", [(-INF, 0, [(0, [0])]), (0, 6, [(0, [0, 1])]), (6, INF, [(0, [6])])])
+
+
+def hard_sigmoid() -> Sigma:
+    """relu6(t + 3)/6 (PyTorch's definition)."""
+    return piecewise("hard_sigmoid", [(-INF, -3, [(0, [0])]), (-3, 3, [(0, ["0.5", 1 / 6])]),
+                                      (3, INF, [(0, [1])])])
+
+
+def hard_swish() -> Sigma:
+    """t·relu6(t + 3)/6."""
+    return piecewise("hard_swish", [(-INF, -3, [(0, [0])]), (-3, 3, [(0, [0, "0.5", 1 / 6])]),
+                                    (3, INF, [(0, [0, 1])])])
+
+
+def celu(alpha=1.0) -> Sigma:
+    """t for t > 0, α(e^{t/α} − 1) otherwise."""
+    al = float(alpha)
+    return piecewise("celu", [(-INF, 0, [(1 / al, [al]), (0, [-al])]), (0, INF, [(0, [0, 1])])])
+
+
+def thresholded_relu(theta=1.0) -> Sigma:
+    return piecewise("thresholded_relu", [(-INF, theta, [(0, [0])]), (theta, INF, [(0, [0, 1])])])

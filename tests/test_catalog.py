@@ -86,6 +86,15 @@ def _cases() -> list[Case]:
         Case("rectified_monomial", sigma=lambda: O.rectified_monomial(2), smooth=False),
         Case("hermite", sigma=lambda: O.hermite(3)),
         Case("polynomial", sigma=lambda: O.polynomial([0.0, 1.0])),
+        # the piecewise-exponential rule (breakpoints anywhere, exponential pieces): 1e-10 too
+        Case("elu", sigma=O.elu),
+        Case("selu", sigma=O.selu),
+        Case("celu", sigma=O.celu),
+        Case("hard_tanh", sigma=O.hard_tanh),
+        Case("relu6", sigma=O.relu6),
+        Case("hard_sigmoid", sigma=O.hard_sigmoid),
+        Case("hard_swish", sigma=O.hard_swish),
+        Case("thresholded_relu", sigma=O.thresholded_relu),
     ]
     defaults = [Case(c.name, c.params, c.sigma, c.smooth, 20, c.q_hi, anchor=True) for c in defaults]
     variants = [
@@ -110,6 +119,10 @@ def _cases() -> list[Case]:
         Case("hermite", {"n": 1}, lambda: O.hermite(1)),
         Case("polynomial", {"coefficients": [0.5, -1.0, 0.25, 0.1]},
              lambda: O.polynomial([0.5, -1.0, 0.25, 0.1])),
+        Case("elu", {"alpha": 0.4}, lambda: O.elu(0.4)),
+        Case("celu", {"alpha": 2.5}, lambda: O.celu(2.5)),
+        Case("hard_tanh", {"min_val": -0.5, "max_val": 2.0}, lambda: O.hard_tanh(-0.5, 2.0)),
+        Case("thresholded_relu", {"theta": -0.3}, lambda: O.thresholded_relu(-0.3)),
     ]
     return defaults + [Case(c.name, c.params, c.sigma, c.smooth, 6, c.q_hi) for c in variants]
 
@@ -125,8 +138,6 @@ HERMITE_ENTRIES = {
     "swish": (O.swish, 2),
     "mish": (O.mish, 2),
     "softsign": (O.softsign, 2),
-    "elu": (O.elu, 20),
-    "selu": (O.selu, 20),
 }
 
 #: Entries with a closed form (catalog formula or rule).

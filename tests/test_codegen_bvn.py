@@ -205,7 +205,6 @@ def _net(act):
     return dc.serial(dc.Dense(1.5, 0.1), act, dc.Dense(1.5, 0.1), act, dc.Dense(1.5, 0.1))
 
 
-@pytest.mark.skipif(not os.environ.get("DUALCALC_RUN_SLOW"), reason="compiles a Numba network with Phi2 inlined (minutes on 2 cores); set DUALCALC_RUN_SLOW=1")
 def test_network_with_phi2_numba_matches_numpy():
     act = _step_like()
     net = _net(act)
@@ -245,11 +244,15 @@ def _exact(name):
     return act if act.dual.method == CLOSED_FORM and "Phi2" in str(act.dual.nngp_rho) else None
 
 
-@pytest.mark.skipif(not os.environ.get("DUALCALC_RUN_SLOW"), reason="compiles a Numba network with Phi2 inlined (minutes on 2 cores); set DUALCALC_RUN_SLOW=1")
-@pytest.mark.parametrize("name", ["elu", "hard_tanh", "min(max(x, -1), 1)", "selu"])
+_SLOW = pytest.mark.skipif(not os.environ.get("DUALCALC_RUN_SLOW"),
+                           reason="~30 s each (a Numba compile and a PTX compile); set DUALCALC_RUN_SLOW=1")
+
+
+@pytest.mark.parametrize("name", ["elu", pytest.param("hard_tanh", marks=_SLOW),
+                                  pytest.param("min(max(x, -1), 1)", marks=_SLOW), pytest.param("selu", marks=_SLOW)])
 def test_piecewise_exact_numba_matches_numpy(name):
-    """Once the piecewise-exponential rule gives these activations exact duals (with Φ₂):
-    the generated Numba kernel equals the NumPy reference to ≤ 1e-12."""
+    """With the piecewise-exponential rule's exact duals (with Φ₂), the generated Numba kernel
+    equals the NumPy reference to ≤ 1e-12."""
     act = _exact(name)
     if act is None:
         pytest.skip(f"{name}: no exact dual with Phi2 in this tree yet")

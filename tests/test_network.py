@@ -32,6 +32,8 @@ ACTS = {
     "relu": (lambda t: np.maximum(t, 0.0), lambda t: (t > 0).astype(float)),
     "swish": (lambda t: t * _sigmoid(t), lambda t: _sigmoid(t) * (1.0 + t * (1.0 - _sigmoid(t)))),
     "erf": (None, None),
+    "elu": (lambda t: np.where(t > 0, t, np.expm1(np.minimum(t, 0.0))), lambda t: np.where(t > 0, 1.0, np.exp(np.minimum(t, 0.0)))),
+    "hard_tanh": (lambda t: np.clip(t, -1.0, 1.0), lambda t: (np.abs(t) < 1).astype(float)),
 }
 
 
@@ -91,7 +93,7 @@ def _mc_kernels(sigma, dsigma, X, layers, width, n_nets, rng, standard=False):
     return np.array(Ks), np.array(Ts)
 
 
-@pytest.mark.parametrize("name", ["relu", "swish"])
+@pytest.mark.parametrize("name", ["relu", "swish", "elu", "hard_tanh"])
 def test_reference_matches_monte_carlo(name):
     """NNGP and NTK of a depth-3 net (W_std ≠ 1, b_std ≠ 0) from 400 finite nets of width 256
     (standard error ≈ 1% of the kernel's scale).

@@ -5,7 +5,9 @@ r"""The derivation engine: the dual of any formula, exactly where possible.
 1. **recognition** — σ = a·f(b·x; θ) + d for a closed-form catalog entry f
    (:mod:`.recognize`);
 2. **polynomials** (:mod:`.polynomial`);
-3. **piecewise polynomials** with the breakpoint at 0 (:mod:`.piecewise`);
+3. **piecewise polynomials** with the breakpoint at 0 (:mod:`.piecewise`), then
+   **piecewise polynomial × exp(a·x)** with breakpoints anywhere (:mod:`.piecewise_exp`:
+   ELU, SELU, hard tanh, ReLU6, splines …; duals in Φ₂, Φ, φ);
 4. the **Gaussian class** p(x)·exp(βx + γx²), complex β, γ (:mod:`.gaussian`);
 5. **erf/Φ-type** terms with polynomials and Gaussian factors (:mod:`.erf`);
 
@@ -42,6 +44,7 @@ from .checks import check_formula, check_overflow
 from .erf import erf_dual
 from .gaussian import existence_of, gaussian_dual
 from .piecewise import piecewise_dual
+from .piecewise_exp import breakpoints, piecewise_exp_dual
 from .polynomial import polynomial_dual
 from .recognize import catalog_fingerprint, recognize
 from .result import Derived
@@ -53,6 +56,7 @@ RULES = (
     ("recognition", recognize),
     ("polynomial", polynomial_dual),
     ("piecewise-polynomial", piecewise_dual),
+    ("piecewise-exponential", piecewise_exp_dual),
     ("gaussian-class", gaussian_dual),
     ("erf-class", erf_dual),
 )
@@ -156,8 +160,9 @@ def validation_error(expr: sp.Expr, d: Derived, tol: float = 1e-9) -> str:
     qs = np.array([qa, qb])
     f = numeric(expr)
     df = numeric(derivative_ae(expr))
-    R, M = H.coefficient_table(f, deg, qs, (0.0,))
-    Rd, Md = H.coefficient_table(df, deg, qs, (0.0,))
+    kinks = breakpoints(expr) or (0.0,)  # the quadrature panels must end at every breakpoint
+    R, M = H.coefficient_table(f, deg, qs, kinks)
+    Rd, Md = H.coefficient_table(df, deg, qs, kinks)
     pts, refs, scales, kinds = [], [], [], []
     scale_k = math.sqrt(max(M[0], 1e-300) * max(M[1], 1e-300))
     scale_t = math.sqrt(max(Md[0], 1e-300) * max(Md[1], 1e-300))
