@@ -31,7 +31,20 @@ from .result import Derived
 from .._version import __version__
 
 FORMAT = 2
-ENGINE_VERSION = "6"
+
+
+def _engine_version() -> str:
+    """A hash of the derivation engine's own source (this package and the Φ₂ it prints): a new or
+    changed rule invalidates the cached results — above all the cached "no closed form found" —
+    without anyone having to remember to bump a number."""
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(here.glob("*.py")) + [here.parent / "bvn.py"]:
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+ENGINE_VERSION = _engine_version()
 
 _SYMBOLS = {"q1": q1, "q2": q2, "c": c, "rho": rho, "x": x}
 _CONSTANTS = {"pi": sp.pi, "E": sp.E, "I": sp.I, "nan": sp.nan, "oo": sp.oo, "-oo": -sp.oo, "zoo": sp.zoo,
