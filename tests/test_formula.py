@@ -332,7 +332,7 @@ def test_parse_entry_good():
     ('colour = "red"\n' + GOOD, r"unknown key\(s\) \['colour'\]"),
     ('name = "thing"\nformula = "x"\ncolour = 1\n', r"unknown key\(s\) \['colour'\]"),
     (GOOD + '[dual]\nnngp = "c"\nkernel = "c"\n', r"unknown \[dual\] key\(s\) \['kernel'\]"),
-    (GOOD + '[dual]\nrule = "magic"\n', "unknown rule 'magic'; known: \\['polynomial', 'rectified_monomial'\\]"),
+    (GOOD + '[dual]\nrule = "magic"\n', "unknown rule 'magic'; known: \\['piecewise', 'polynomial', 'rectified_monomial'\\]"),
     ('name = "thing"\n', "'formula' must be a non-empty string"),
     ('formula = "x"\n', "'name' must be a non-empty string"),
     ('name = "thing"\nformula = "  "\n', "'formula' must be a non-empty string"),
