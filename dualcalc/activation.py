@@ -23,6 +23,7 @@ from . import hermite as H
 from .catalog import REGISTRY, CatalogEntry, parse_entry
 from .derive import Derived, rectified_monomial_dual
 from .derive.engine import DEFAULT_TIMEOUT, derivative_ae, derive
+from .derive.piecewise_exp import switch_arguments
 from .dual import CLOSED_FORM, DEFAULT_Q_RANGE, DEFAULT_TOL, HERMITE, Dual, HermiteSeries
 from .errors import DivergentError, FormulaError, ParameterError
 from .formula import DUAL_VARIABLES, exact_number, parse_formula
@@ -48,17 +49,9 @@ def find_kinks(expr: sp.Expr) -> tuple[float, ...]:
     """The real x where σ is not smooth: zeros of the arguments of abs, sign, step,
     max, min, and of the conditions of piecewise forms (found numerically, refined by
     Brent's method on [−60, 60])."""
-    args: list[sp.Expr] = []
-    for node in sp.preorder_traversal(expr):
-        if isinstance(node, sp.Abs | sp.sign | sp.Heaviside):
-            args.append(node.args[0])
-        elif isinstance(node, sp.Max | sp.Min):
-            a = node.args
-            args.extend(a[i] - a[j] for i in range(len(a)) for j in range(i + 1, len(a)))
-        elif isinstance(node, sp.Piecewise):
-            for _, cond in node.args:
-                if isinstance(cond, sp.core.relational.Relational):
-                    args.append(cond.lhs - cond.rhs)
+    args = [a for node in sp.preorder_traversal(expr)
+            if isinstance(node, sp.Abs | sp.sign | sp.Heaviside | sp.Max | sp.Min | sp.Piecewise)
+            for a in switch_arguments(node)]
     roots: set[float] = set()
     grid = np.linspace(-60.0, 60.0, 24001)
     for a in args:

@@ -72,21 +72,25 @@ class _NotApplicable(Exception):
 
 
 # -- pieces ----------------------------------------------------------------------------
-def _switches(node: sp.Expr) -> list[sp.Expr]:
-    """The functions of x whose sign decides the branch of a kinky node."""
+def switch_arguments(node: sp.Expr) -> list[sp.Expr]:
+    """The functions of x whose sign decides the branch of a Heaviside/sign/Abs/Max/Min/Piecewise
+    node: the argument, the pairwise differences of Max/Min arguments, lhs − rhs of each relational
+    Piecewise condition (others are skipped).  Shared with :func:`dualcalc.activation.find_kinks`."""
     if isinstance(node, (sp.Heaviside, sp.sign, sp.Abs)):
         return [node.args[0]]
     if isinstance(node, (sp.Max, sp.Min)):
         a = node.args
         return [a[i] - a[j] for i in range(len(a)) for j in range(i + 1, len(a))]
-    out = []
-    for _, cond in node.args:
-        if cond is sp.true:
-            continue
-        if not isinstance(cond, sp.core.relational.Relational):
-            raise _NotApplicable
-        out.append(cond.lhs - cond.rhs)
-    return out
+    return [cond.lhs - cond.rhs for _, cond in node.args if isinstance(cond, sp.core.relational.Relational)]
+
+
+def _switches(node: sp.Expr) -> list[sp.Expr]:
+    """:func:`switch_arguments`, but a Piecewise condition that is not a relation (And, Or, …)
+    makes the rule not applicable: its branches could not be read off by sign."""
+    if isinstance(node, sp.Piecewise) and any(
+            cond is not sp.true and not isinstance(cond, sp.core.relational.Relational) for _, cond in node.args):
+        raise _NotApplicable
+    return switch_arguments(node)
 
 
 def _branch(node: sp.Expr, t0: sp.Expr) -> sp.Expr:
@@ -336,21 +340,20 @@ class _Rectangle:
         self.memo: dict = {}
         self.tmemo: dict = {}
 
-    def _Bg(self, a: int, b: int) -> sp.Expr:
+    def _boundary(self, sides, power: int, other, order: int) -> sp.Expr:
+        """Σ over the finite sides e of one interval: ±e^power φ(e) T_order(ρe, 1 − ρ², other)
+        (+ at the lower side, − at the upper)."""
         out = sp.S.Zero
-        for e, sg in ((self.I1[0], 1), (self.I1[1], -1)):
-            if e in _INF:
-                continue
-            out += sg * e**a * _phi(e) * _T(self.ctx, b, rho * e, *self.I2, self.tmemo)
+        for e, sg in ((sides[0], 1), (sides[1], -1)):
+            if e not in _INF:
+                out += sg * e**power * _phi(e) * _T(self.ctx, order, rho * e, *other, self.tmemo)
         return out
 
+    def _Bg(self, a: int, b: int) -> sp.Expr:
+        return self._boundary(self.I1, a, self.I2, b)
+
     def _Bh(self, a: int, b: int) -> sp.Expr:
-        out = sp.S.Zero
-        for e, sg in ((self.I2[0], 1), (self.I2[1], -1)):
-            if e in _INF:
-                continue
-            out += sg * e**b * _phi(e) * _T(self.ctx, a, rho * e, *self.I1, self.tmemo)
-        return out
+        return self._boundary(self.I2, b, self.I1, a)
 
     def M(self, m: int, n: int) -> sp.Expr:
         key = (m, n)
