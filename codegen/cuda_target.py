@@ -26,11 +26,11 @@ import numpy as np
 
 from dualcalc.dual import HERMITE
 from dualcalc.errors import InputError
+from dualcalc.program import Affine, Normalize, Pointwise, Prod, Program, Sum
 
 from . import cache, mathlib
 from .cuda_env import (DEFAULT_ARCH, CXX_STD, compile_ptx, gpu_available, gpu_unavailable_reason,  # noqa: F401
                        nvrtc_available, require_gpu)
-from .ir import ActOp, DenseOp, KernelSpec
 from .printers import CudaPrinter, dual_body
 
 GENERATOR_VERSION = "cuda-1"
@@ -48,7 +48,7 @@ class GeneratedCuda:
 
 # ------------------------------------------------------------------------------------------------
 # generation
-def _dual_device(op: ActOp, printer: CudaPrinter, suffix: str) -> list[str]:
+def _dual_device(op: Pointwise, printer: CudaPrinter, suffix: str) -> list[str]:
     T = printer.ctype
     body = dual_body(op.k, op.kdot, printer)
     lines = [
@@ -66,7 +66,7 @@ def _dual_device(op: ActOp, printer: CudaPrinter, suffix: str) -> list[str]:
     return lines
 
 
-def _kernel(spec: KernelSpec, printer: CudaPrinter, suffix: str, want_k: bool, want_t: bool) -> list[str]:
+def _kernel(spec: Program, printer: CudaPrinter, suffix: str, want_k: bool, want_t: bool) -> list[str]:
     T = printer.ctype
     lit = printer._lit
     herm = [op for op in spec.act_ops() if op.method == HERMITE]
@@ -86,44 +86,71 @@ def _kernel(spec: KernelSpec, printer: CudaPrinter, suffix: str, want_k: bool, w
         "    // panel's m rows, K (or Tm) the Gram value <x_i, y_j> on entry.  sym (one panel only):",
         "    // K(X, X), threads with j <= i exit, the others also write the mirror entry.",
         "    // Q1[a*n1 + i], S1, R1: variance, its root and inverse root (0 at q = 0) of point i at",
-        "    // activation a (Q2, S2, R2 for the y points, stride n2); HXh[i*(deg+1) + l] and",
-        "    // HYh[l*n2 + j]: Hermite tables r_l(q) of Hermite layer h.",
+        "    // slot a (an activation, or a LayerNorm with q + eps; Q2, S2, R2 for the y points, stride",
+        "    // n2); HXh[i*(deg+1) + l] and HYh[l*n2 + j]: Hermite tables r_l(q) of Hermite layer h.",
+        "    // Register r of the network's program is (c<r>, t<r>): K and Θ of the pair.",
         "    const long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x;",
         "    const long long il = (long long)blockIdx.y * blockDim.y + threadIdx.y;",
         "    if (il >= m || j >= n2) return;",
         "    const long long i = r0 + il;",
         "    if (sym && j <= i) return;  // lower triangle: mirrored; diagonal: from the plan",
         "    const long long ij = il * n2 + j;",
-        f"    {T} c = {'K' if want_k else 'Tm'}[ij] * inv_d;  // input kernel <x, y>/d",
-        f"    {T} t = {lit(0.0)};",
+        f"    const {T} c0 = {'K' if want_k else 'Tm'}[ij] * inv_d;  // input kernel <x, y>/d",
         f"    {T} k, kdot, rho;",
     ]
-    first_dense = True
-    for op in spec.ops:
-        if isinstance(op, DenseOp):
+    tzero = [False] * len(spec.ops)  # Θ statically 0 (the input, after a delta σ'): not emitted
+    tzero[0] = True
+    one, zero = lit(1.0), lit(0.0)
+
+    def set_t(r: int, text: str | None, why: str = "") -> None:
+        if text is None:
+            tzero[r] = True
+            if why and want_t:
+                L.append(f"    // {why}")
+        elif want_t:
+            L.append(f"    const {T} t{r} = {text};")
+
+    for r, op in enumerate(spec.ops):
+        if r == 0:
+            continue
+        if isinstance(op, Affine):
+            x = op.src
             L.append(f"    // {op.label}")
             w2, b2 = lit(op.w2), lit(op.b2)
+            L.append(f"    const {T} c{r} = {w2} * c{x} + {b2};")
             if op.standard:
                 width = "d_in" if op.width is None else lit(float(op.width))
-                bias = f" + {lit(1.0)}" if op.bias else ""
-                if want_t:
-                    L.append(f"    t = {width} * c + {w2} * t{bias};  // standard parameterization")
-                L.append(f"    c = {w2} * c + {b2};")
+                terms = [f"{width} * c{x}"] + ([] if tzero[x] else [f"{w2} * t{x}"]) + ([one] if op.bias else [])
+                set_t(r, " + ".join(terms))  # standard parameterization
             else:
-                L.append(f"    c = {w2} * c + {b2};")
-                if want_t:
-                    L.append("    t = c;  // Θ starts at 0" if first_dense else f"    t = {w2} * t + c;")
-            first_dense = False
+                set_t(r, f"c{r}" if tzero[x] else f"{w2} * t{x} + c{r}")
             continue
-        a = op.slot
-        one = lit(1.0)
+        if isinstance(op, Normalize):
+            a, x = op.slot, op.src
+            L.append(f"    // {op.label}: K, Θ / sqrt((q_x + eps)(q_y + eps))")
+            L.append(f"    const {T} nrm{r} = R1[{a}*n1 + i] * R2[{a}*n2 + j];")
+            L.append(f"    const {T} c{r} = c{x} * nrm{r};")
+            set_t(r, None if tzero[x] else f"t{x} * nrm{r}")
+            continue
+        if isinstance(op, Sum):
+            L.append(f"    // {op.label}: K, Θ summed over the branches")
+            L.append(f"    const {T} c{r} = " + op.terms([f"c{s}" for s in op.srcs], lit) + ";")
+            set_t(r, op.terms([None if tzero[s] else f"t{s}" for s in op.srcs], lit))
+            continue
+        if isinstance(op, Prod):
+            L.append(f"    // {op.label}: K = prod K_i, Θ = sum_i Θ_i prod_(j != i) K_j")
+            kk, tt = op.terms([f"c{s}" for s in op.srcs], [None if tzero[s] else f"t{s}" for s in op.srcs])
+            L.append(f"    const {T} c{r} = {kk};")
+            set_t(r, tt)
+            continue
+        a, x = op.slot, op.src
         L.append(f"    // {op.label}: {'Hermite series' if op.method == HERMITE else 'closed form'} ({op.rule})")
-        L.append(f"    rho = {printer._fn('fmin')}({printer._fn('fmax')}(c * R1[{a}*n1 + i] * R2[{a}*n2 + j], -{one}), {one});")
+        L.append(f"    rho = {printer._fn('fmin')}({printer._fn('fmax')}(c{x} * R1[{a}*n1 + i] * R2[{a}*n2 + j], -{one}), {one});")
         if op.method == HERMITE:
             h = op.hermite_slot
             L += [
                 "    {",
-                f"        {T} ak = {lit(0.0)}, at = {lit(0.0)};",
+                f"        {T} ak = {zero}, at = {zero};",
                 f"        for (int l = deg{h}; l >= 1; --l) {{",
                 f"            const {T} p = HX{h}[i*(deg{h} + 1) + l] * HY{h}[(long long)l*n2 + j];",
                 "            ak = ak * rho + p;",
@@ -134,17 +161,21 @@ def _kernel(spec: KernelSpec, printer: CudaPrinter, suffix: str, want_k: bool, w
                 "    }",
             ]
         else:
-            L.append(f"    {op.name}_{suffix}(Q1[{a}*n1 + i], Q2[{a}*n2 + j], S1[{a}*n1 + i], S2[{a}*n2 + j], c, rho, "
+            L.append(f"    {op.name}_{suffix}(Q1[{a}*n1 + i], Q2[{a}*n2 + j], S1[{a}*n1 + i], S2[{a}*n2 + j], c{x}, rho, "
                      "&k, &kdot);")
-        if want_t:
-            L.append(f"    t = {lit(0.0)};  // σ' is a delta: no NTK passes" if op.zero_ntk else "    t = t * kdot;")
-        L.append("    c = k;")
+        if op.zero_ntk:
+            set_t(r, None, "σ' is a delta: no NTK passes")
+        else:
+            set_t(r, None if tzero[x] else f"t{x} * kdot")
+        L.append(f"    const {T} c{r} = k;")
+    o = spec.output
+    t_out = zero if tzero[o] else f"t{o}"
     if want_k:
-        L.append("    K[ij] = c;")
-        L.append("    if (sym) K[j * n2 + i] = c;")
+        L.append(f"    K[ij] = c{o};")
+        L.append(f"    if (sym) K[j * n2 + i] = c{o};")
     if want_t:
-        L.append("    Tm[ij] = t;")
-        L.append("    if (sym) Tm[j * n2 + i] = t;")
+        L.append(f"    Tm[ij] = {t_out};")
+        L.append(f"    if (sym) Tm[j * n2 + i] = {t_out};")
     L.append("}")
     return L
 
@@ -152,7 +183,7 @@ def _kernel(spec: KernelSpec, printer: CudaPrinter, suffix: str, want_k: bool, w
 _GENERATED: dict = {}
 
 
-def generate(spec: KernelSpec, get=("nngp", "ntk")) -> GeneratedCuda:
+def generate(spec: Program, get=("nngp", "ntk")) -> GeneratedCuda:
     """CUDA C of ``spec``: double and float variants of the duals and of the kernel (memoised)."""
     key = (spec.key, "nngp" in get, "ntk" in get)
     gen = _GENERATED.get(key)
@@ -161,7 +192,7 @@ def generate(spec: KernelSpec, get=("nngp", "ntk")) -> GeneratedCuda:
     return gen
 
 
-def _generate(spec: KernelSpec, get) -> GeneratedCuda:
+def _generate(spec: Program, get) -> GeneratedCuda:
     want_k, want_t = "nngp" in get, "ntk" in get
     outs = ", ".join(n for n, w in (("nngp", want_k), ("ntk", want_t)) if w)
     L = [
@@ -173,6 +204,8 @@ def _generate(spec: KernelSpec, get) -> GeneratedCuda:
         "//   input      K = <x, y>/d, Θ = 0",
         "//   Dense      K <- W²·K + b²,  Θ <- W²·Θ + K   (standard: Θ <- width·K_old + W²·Θ + 1)",
         "//   activation K <- k(q_x, q_y, K),  Θ <- Θ·kdot(q_x, q_y, K);  q_x = K(x, x) per point",
+        "//   LayerNorm  K, Θ <- K, Θ / sqrt((q_x + eps)(q_y + eps));  FanInSum: sums;  FanInProd:",
+        "//              K <- prod K_i, Θ <- sum_i Θ_i prod_(j != i) K_j  (a branch: a register read twice)",
         "// variants  : fc_kernel_f64 (double) and fc_kernel_f32 (float)",
         f"// dualcalc {cache.library_version()}, generator {GENERATOR_VERSION}",
         "// " + "-" * 94,
@@ -228,7 +261,7 @@ def _module(gen: GeneratedCuda):
 
 # ------------------------------------------------------------------------------------------------
 # running
-def run(spec: KernelSpec, plan, X: np.ndarray, Y: np.ndarray | None, get, dtype, *, block_size=None,
+def run(spec: Program, plan, X: np.ndarray, Y: np.ndarray | None, get, dtype, *, block_size=None,
         progress=None, precision=None, return_device=False):
     """Exact kernels on the GPU; returns (K, T) as NumPy arrays (CuPy with return_device=True)."""
     require_gpu("backend='cuda'")

@@ -29,8 +29,9 @@ from dualcalc.errors import BackendError, InputError
 from dualcalc.dual import HERMITE
 
 from . import cache, mathlib
-from .ir import ActOp, DenseOp, KernelSpec
 import sympy as sp
+
+from dualcalc.program import Affine, Normalize, Pointwise, Prod, Program, Sum
 
 from .printers import NumbaPrinter, Pos, dual_body, q1 as Q1SYM, s1 as S1SYM
 
@@ -66,7 +67,7 @@ def _helpers_closure(names: set[str]) -> list[str]:
     return [n for n in mathlib.NUMBA_HELPER_ORDER if n in need]
 
 
-def _dual_function(op: ActOp, body) -> list[str]:
+def _dual_function(op: Pointwise, body) -> list[str]:
     kind = "closed form" if op.method != HERMITE else "Hermite"
     extra = "".join(f", p1_{m}, p2_{m}" for m in range(len(body.hoisted)))
     lines = [
@@ -88,60 +89,98 @@ def _dual_function(op: ActOp, body) -> list[str]:
 
 
 class _Emitter:
-    def __init__(self, spec: KernelSpec, want_k: bool, want_t: bool, hoist_rows: dict[int, list[int]]):
-        self.spec, self.want_k, self.want_t = spec, want_k, want_t
+    """The kernel's text from the program: register r is the pair (c{r}, t{r}) of K and Θ in
+    registers; a Hermite activation ends a stage (see :meth:`stages`)."""
+
+    def __init__(self, prog: Program, want_k: bool, want_t: bool, hoist_rows: dict[int, list[int]]):
+        self.prog, self.want_k, self.want_t = prog, want_k, want_t
         self.hoist_rows = hoist_rows  # activation slot -> rows of H1/H2 (its p1_m, p2_m)
         self.lines: list[str] = []
+        # registers whose Θ is 0 whatever the entry (the input; after a delta σ'): not emitted
+        self.tzero = [False] * len(prog.ops)
+        self.tzero[0] = True
 
     def emit(self, depth: int, text: str) -> None:
         self.lines.append("    " * depth + text)
 
-    # one layer inside the j loop (registers: c, t)
-    def layer(self, depth: int, op, first_dense: bool) -> None:
-        e = self.emit
-        if isinstance(op, DenseOp):
+    def t(self, r: int) -> str:
+        return "0.0" if self.tzero[r] else f"t{r}"
+
+    # one operation inside the j loop
+    def op(self, depth: int, r: int, op) -> None:
+        e, want_t = self.emit, self.want_t
+        if isinstance(op, Affine):
+            x = op.src
             e(depth, f"# {op.label}")
-            if self.want_t:
-                if not op.standard:
-                    e(depth, f"c = {op.w2!r} * c + {op.b2!r}")
-                    e(depth, f"t = {op.w2!r} * t + c" if not first_dense else "t = c  # Θ starts at 0")
-                else:
-                    width = "d_in" if op.width is None else repr(float(op.width))
-                    bias = " + 1.0" if op.bias else ""
-                    e(depth, f"t = {width} * c + {op.w2!r} * t{bias}  # standard parameterization")
-                    e(depth, f"c = {op.w2!r} * c + {op.b2!r}")
-            else:
-                e(depth, f"c = {op.w2!r} * c + {op.b2!r}")
+            if want_t and op.standard:
+                width = "d_in" if op.width is None else repr(float(op.width))
+                terms = [f"{width} * c{x}"] + ([] if self.tzero[x] else [f"{op.w2!r} * t{x}"]) + \
+                    (["1.0"] if op.bias else [])
+                e(depth, f"t{r} = {' + '.join(terms)}  # standard parameterization")
+            e(depth, f"c{r} = {op.w2!r} * c{x} + {op.b2!r}")
+            if want_t and not op.standard:
+                e(depth, f"t{r} = c{r}  # Θ starts at 0" if self.tzero[x] else f"t{r} = {op.w2!r} * t{x} + c{r}")
             return
-        a = op.slot
+        if isinstance(op, Normalize):
+            a, x = op.slot, op.src
+            e(depth, f"# {op.label}: K, Θ / sqrt((q_x + eps)(q_y + eps))")
+            e(depth, f"nrm = r1_{a} * r2_{a}[jj]")
+            e(depth, f"c{r} = c{x} * nrm")
+            self._t(depth, r, None if self.tzero[x] else f"t{x} * nrm")
+            return
+        if isinstance(op, Sum):
+            e(depth, f"# {op.label}: K, Θ summed over the branches")
+            e(depth, f"c{r} = " + op.terms([f"c{s}" for s in op.srcs]))
+            self._t(depth, r, op.terms([None if self.tzero[s] else f"t{s}" for s in op.srcs]))
+            return
+        if isinstance(op, Prod):
+            e(depth, f"# {op.label}: K = prod K_i, Θ = sum_i Θ_i prod_(j != i) K_j")
+            kk, tt = op.terms([f"c{s}" for s in op.srcs], [None if self.tzero[s] else f"t{s}" for s in op.srcs])
+            self._t(depth, r, tt)
+            e(depth, f"c{r} = {kk}")
+            return
+        a, x = op.slot, op.src
         e(depth, f"# {op.label}: closed form ({op.rule})")
         e(depth, f"q2 = q2_{a}[jj]")
         e(depth, f"s2 = s2_{a}[jj]")
-        e(depth, f"rho = min(max(c * r1_{a} * r2_{a}[jj], -1.0), 1.0)  # c/sqrt(q1 q2), clipped")
+        e(depth, f"rho = min(max(c{x} * r1_{a} * r2_{a}[jj], -1.0), 1.0)  # c/sqrt(q1 q2), clipped")
         extra = "".join(f", h1_{row}, h2_{row}[jj]" for row in self.hoist_rows.get(a, []))
-        e(depth, f"k, kdot = {op.name}(q1_{a}, q2, s1_{a}, s2, c, rho{extra})")
-        if self.want_t:
-            e(depth, "t = t * kdot" if not op.zero_ntk else "t = 0.0  # σ' is a delta: no NTK passes")
-        e(depth, "c = k")
+        e(depth, f"k, kdot = {op.name}(q1_{a}, q2, s1_{a}, s2, c{x}, rho{extra})")
+        if op.zero_ntk:
+            self._t(depth, r, None, "  # σ' is a delta: no NTK passes")
+        else:
+            self._t(depth, r, None if self.tzero[x] else f"t{x} * kdot")
+        e(depth, f"c{r} = k")
 
-    def row_invariants(self, depth: int, ops) -> None:
+    def _t(self, depth: int, r: int, text: str | None, why: str = "") -> None:
+        """Θ of register r (None: statically 0, nothing emitted)."""
+        if text is None:
+            self.tzero[r] = True
+            if why and self.want_t:
+                self.emit(depth, why.strip())
+        elif self.want_t:
+            self.emit(depth, f"t{r} = {text}")
+
+    def row_invariants(self, depth: int) -> None:
         """Per-row scalars of the x point, and 1-D views of the y points' arrays over the row
         (loops index them from 0, which lets LLVM prove the indices non-negative and vectorise)."""
-        for op in ops:
-            if isinstance(op, ActOp):
-                a = op.slot
-                self.emit(depth, f"q1_{a}, s1_{a}, r1_{a} = Q1[{a}, i], S1[{a}, i], R1[{a}, i]")
-                if op.method == HERMITE:
-                    self.emit(depth, f"r2_{a} = R2[{a}, jlo:j1]")
-                else:
-                    self.emit(depth, f"q2_{a}, s2_{a}, r2_{a} = Q2[{a}, jlo:j1], S2[{a}, jlo:j1], R2[{a}, jlo:j1]")
-                    for row in self.hoist_rows.get(a, []):
-                        self.emit(depth, f"h1_{row}, h2_{row} = H1[{row}, i], H2[{row}, jlo:j1]")
+        for op in self.prog.slot_ops:
+            a = op.slot
+            if isinstance(op, Normalize):
+                self.emit(depth, f"r1_{a}, r2_{a} = R1[{a}, i], R2[{a}, jlo:j1]")
+                continue
+            self.emit(depth, f"q1_{a}, s1_{a}, r1_{a} = Q1[{a}, i], S1[{a}, i], R1[{a}, i]")
+            if op.method == HERMITE:
+                self.emit(depth, f"r2_{a} = R2[{a}, jlo:j1]")
+            else:
+                self.emit(depth, f"q2_{a}, s2_{a}, r2_{a} = Q2[{a}, jlo:j1], S2[{a}, jlo:j1], R2[{a}, jlo:j1]")
+                for row in self.hoist_rows.get(a, []):
+                    self.emit(depth, f"h1_{row}, h2_{row} = H1[{row}, i], H2[{row}, jlo:j1]")
 
     def kernel(self) -> None:
-        spec, e = self.spec, self.emit
+        prog, e = self.prog, self.emit
         tables = []
-        for op in spec.act_ops():
+        for op in prog.act_ops():
             if op.method == HERMITE:
                 tables += [f"HX{op.hermite_slot}", f"HY{op.hermite_slot}"]
         args = ["K", "T", "tiles", "sym", "inv_d", "d_in", "Q1", "Q2", "S1", "S2", "R1", "R2", "H1", "H2"] + tables
@@ -155,9 +194,10 @@ class _Emitter:
             "<x_i, y_j> over each tile (scaled here by inv_d = 1/d).  tiles[t] = (i0, i1, j0, j1);",
             "sym: K(X, X), only j > i is computed (the diagonal comes from the per-point plan) and",
             "each tile is mirrored.  Q1[a, i], S1[a, i], R1[a, i]: variance q, sqrt(q) and 1/sqrt(q)",
-            "(0 where q = 0) of point i at activation a; Q2, S2, R2 for the y points; H1[m, i], H2:",
-            "per-point subexpressions of the duals (see each dual's docstring);",
-            "HXh (n1, degree+1) and HYh (degree+1, n2): Hermite tables r_l(q) of Hermite layer h.",
+            "(0 where q = 0) of point i at slot a (an activation, or a LayerNorm with q + eps); Q2, S2,",
+            "R2 for the y points; H1[m, i], H2: per-point subexpressions of the duals (see each dual's",
+            "docstring); HXh (n1, degree+1) and HYh (degree+1, n2): Hermite tables r_l(q) of Hermite",
+            "layer h.  Register r of the network's program is (c<r>, t<r>): K and Θ of the pair.",
             '"""',
         ]
         for line in doc:
@@ -165,6 +205,7 @@ class _Emitter:
         e(1, "for tile in prange(tiles.shape[0]):")
         e(2, "i0, i1, j0, j1 = tiles[tile, 0], tiles[tile, 1], tiles[tile, 2], tiles[tile, 3]")
         stages = self.stages()
+        saved = sorted({s for _, _, keep in stages for s in keep})
         if len(stages) > 1:
             e(2, "w = j1 - j0")
             e(2, "rb = np.empty(w)  # rho of the pair entering a Hermite layer")
@@ -172,71 +213,78 @@ class _Emitter:
             if self.want_t:
                 e(2, "tb = np.empty(w)  # NTK of the pair entering a Hermite layer")
                 e(2, "at = np.empty(w)")
+            for s in saved:
+                e(2, f"bc{s} = np.empty(w)  # register {s}, kept across a Hermite layer")
+                if self.want_t:
+                    e(2, f"bt{s} = np.empty(w)")
         e(2, "for i in range(i0, i1):")
         e(3, "jlo = max(j0, i + 1) if sym else j0")
-        self.row_invariants(3, spec.ops)
+        self.row_invariants(3)
         G = "K" if self.want_k else "T"
         if self.want_k:
             e(3, "Kr = K[i, jlo:j1]")
         if self.want_t:
             e(3, "Tr = T[i, jlo:j1]")
-        for si, (ops, herm) in enumerate(stages):
-            e(3, f"# -- stage {si + 1}: {sum(isinstance(o, ActOp) for o in ops)} activation(s) per entry in registers" +
-              (f", then the Hermite series of {herm.label}" if herm is not None else ""))
+        restore: list[int] = []
+        for si, (ops, herm, keep) in enumerate(stages):
+            n_act = sum(isinstance(o, Pointwise) for _, o in ops)
+            e(3, f"# -- stage {si + 1}: {n_act} activation(s) per entry in registers" +
+              (f", then the Hermite series of {herm[1].label}" if herm is not None else ""))
             e(3, "for jj in range(j1 - jlo):")
             if si == 0:
-                e(4, f"c = {G}r[jj] * inv_d  # input kernel <x, y>/d")
-                if self.want_t:
-                    e(4, "t = 0.0")
+                e(4, f"c0 = {G}r[jj] * inv_d  # input kernel <x, y>/d")
             else:
-                prev = stages[si - 1][1]
+                r, prev = stages[si - 1][1]
                 h, a = prev.hermite_slot, prev.slot
+                for s in restore:
+                    e(4, f"c{s} = bc{s}[jj]" + (f"; t{s} = bt{s}[jj]" if self.want_t and not self.tzero[s] else ""))
                 e(4, f"# {prev.label}: k = sum_l r_l(q_i) r_l(q_j) rho^l,"
                      " kdot = sum_l l r_l(q_i) r_l(q_j) rho^(l-1) / sqrt(q_i q_j)")
-                e(4, f"c = ak[jj] * rb[jj] + hx0_{h} * hy0_{h}[jj]")
-                if self.want_t:
-                    if prev.zero_ntk:
-                        e(4, "t = 0.0  # σ' is a delta: no NTK passes")
-                    else:
-                        e(4, f"t = tb[jj] * (at[jj] * r1_{a} * r2_{a}[jj])")
-            first_dense_done = si > 0
-            for op in ops:
-                is_first = isinstance(op, DenseOp) and not first_dense_done
-                self.layer(4, op, is_first)
-                if isinstance(op, DenseOp):
-                    first_dense_done = True
+                e(4, f"c{r} = ak[jj] * rb[jj] + hx0_{h} * hy0_{h}[jj]")
+                if prev.zero_ntk:
+                    self._t(4, r, None, "  # σ' is a delta: no NTK passes")
+                else:
+                    self._t(4, r, None if self.tzero[prev.src] else f"tb[jj] * (at[jj] * r1_{a} * r2_{a}[jj])")
+            for r, op in ops:
+                self.op(4, r, op)
             if herm is None:
+                o = prog.output
                 if self.want_k:
-                    e(4, "Kr[jj] = c")
+                    e(4, f"Kr[jj] = c{o}")
                 if self.want_t:
-                    e(4, "Tr[jj] = t")
-            else:
-                a, h = herm.slot, herm.hermite_slot
-                e(4, f"rb[jj] = min(max(c * r1_{a} * r2_{a}[jj], -1.0), 1.0)  # rho")
-                e(4, "ak[jj] = 0.0")
+                    e(4, f"Tr[jj] = {self.t(o)}")
+                continue
+            r, hop = herm
+            a, h = hop.slot, hop.hermite_slot
+            for s in keep:
+                e(4, f"bc{s}[jj] = c{s}" + (f"; bt{s}[jj] = t{s}" if self.want_t and not self.tzero[s] else ""))
+            restore = keep
+            e(4, f"rb[jj] = min(max(c{hop.src} * r1_{a} * r2_{a}[jj], -1.0), 1.0)  # rho")
+            e(4, "ak[jj] = 0.0")
+            if self.want_t:
+                if not self.tzero[hop.src]:
+                    e(4, f"tb[jj] = t{hop.src}")
+                e(4, "at[jj] = 0.0")
+            e(3, f"# Horner over the degree, vectorised over the row: {hop.label}")
+            e(3, f"# (tables padded with zeros to a degree divisible by {HORNER_UNROLL}; {HORNER_UNROLL} terms per pass)")
+            e(3, f"for l in range(HY{h}.shape[0] - 1, 0, -{HORNER_UNROLL}):")
+            for u in range(HORNER_UNROLL):
+                lu = "l" if u == 0 else f"l - {u}"
+                e(4, f"a{u} = HX{h}[i, {lu}]")
                 if self.want_t:
-                    e(4, "tb[jj] = t")
-                    e(4, "at[jj] = 0.0")
-                e(3, f"# Horner over the degree, vectorised over the row: {herm.label}")
-                e(3, f"# (tables padded with zeros to a degree divisible by {HORNER_UNROLL}; {HORNER_UNROLL} terms per pass)")
-                e(3, f"for l in range(HY{h}.shape[0] - 1, 0, -{HORNER_UNROLL}):")
-                for u in range(HORNER_UNROLL):
-                    lu = "l" if u == 0 else f"l - {u}"
-                    e(4, f"a{u} = HX{h}[i, {lu}]")
-                    if self.want_t:
-                        e(4, f"b{u} = ({lu}) * a{u}")
-                    e(4, f"y{u} = HY{h}[{lu}, jlo:j1]")
-                e(4, "for jj in range(j1 - jlo):")
-                e(5, "r = rb[jj]")
-                acc_k = "ak[jj]"
-                acc_t = "at[jj]"
-                for u in range(HORNER_UNROLL):
-                    acc_k = f"({acc_k} * r + a{u} * y{u}[jj])"
-                    acc_t = f"({acc_t} * r + b{u} * y{u}[jj])"
-                if self.want_t:
-                    e(5, f"at[jj] = {acc_t[1:-1]}")
-                e(5, f"ak[jj] = {acc_k[1:-1]}")
-                e(3, f"hx0_{h}, hy0_{h} = HX{h}[i, 0], HY{h}[0, jlo:j1]")
+                    e(4, f"b{u} = ({lu}) * a{u}")
+                e(4, f"y{u} = HY{h}[{lu}, jlo:j1]")
+            e(4, "for jj in range(j1 - jlo):")
+            e(5, "r = rb[jj]")
+            acc_k = "ak[jj]"
+            acc_t = "at[jj]"
+            for u in range(HORNER_UNROLL):
+                acc_k = f"({acc_k} * r + a{u} * y{u}[jj])"
+                acc_t = f"({acc_t} * r + b{u} * y{u}[jj])"
+            if self.want_t:
+                e(5, f"at[jj] = {acc_t[1:-1]}")
+            e(5, f"ak[jj] = {acc_k[1:-1]}")
+            e(3, f"hx0_{h}, hy0_{h} = HX{h}[i, 0], HY{h}[0, jlo:j1]")
         # mirror
         e(2, "if sym:  # K(X, X) is symmetric: copy the tile below the diagonal")
         e(3, "for j in range(max(j0, i0 + 1), j1):")
@@ -252,22 +300,28 @@ class _Emitter:
             e(5, "Tc[ii] = Ts[ii]")
 
     def stages(self):
-        """Split the ops at Hermite activations: [(ops before, hermite op or None), ...]."""
+        """Split the program at Hermite activations: [(ops before, (r, hermite op) or None, kept)],
+        ``kept`` the registers a later operation reads (or the output), stored in row buffers
+        across the series."""
+        prog = self.prog
         out, cur = [], []
-        for op in self.spec.ops:
-            if isinstance(op, ActOp) and op.method == HERMITE:
-                out.append((cur, op))
+        for r, op in enumerate(prog.ops):
+            if r == 0:
+                continue
+            if isinstance(op, Pointwise) and op.method == HERMITE:
+                keep = [s for s in range(r) if prog.last_use[s] > r]
+                out.append((cur, (r, op), keep))
                 cur = []
             else:
-                cur.append(op)
-        out.append((cur, None))
+                cur.append((r, op))
+        out.append((cur, None, []))
         return out
 
 
 _GENERATED: dict = {}
 
 
-def generate(spec: KernelSpec, get=("nngp", "ntk")) -> GeneratedModule:
+def generate(spec: Program, get=("nngp", "ntk")) -> GeneratedModule:
     """The Numba module text of ``spec`` for the requested outputs (memoised per process:
     printing and common-subexpression elimination are not free)."""
     key = (spec.key, "nngp" in get, "ntk" in get)
@@ -277,7 +331,7 @@ def generate(spec: KernelSpec, get=("nngp", "ntk")) -> GeneratedModule:
     return gen
 
 
-def _generate(spec: KernelSpec, get) -> GeneratedModule:
+def _generate(spec: Program, get) -> GeneratedModule:
     want_k, want_t = "nngp" in get, "ntk" in get
     printer = NumbaPrinter()
     duals: list[str] = []
@@ -307,6 +361,8 @@ def _generate(spec: KernelSpec, get) -> GeneratedModule:
         "#   input      K = <x, y>/d, Θ = 0",
         "#   Dense      K <- W²·K + b²,  Θ <- W²·Θ + K   (standard: Θ <- width·K_old + W²·Θ + 1)",
         "#   activation K <- k(q_x, q_y, K),  Θ <- Θ·kdot(q_x, q_y, K);  q_x = K(x, x) per point",
+        "#   LayerNorm  K, Θ <- K, Θ / sqrt((q_x + eps)(q_y + eps));  FanInSum: sums;  FanInProd:",
+        "#              K <- prod K_i, Θ <- sum_i Θ_i prod_(j != i) K_j  (a branch: a register read twice)",
         f"# dualcalc {cache.library_version()}, generator {GENERATOR_VERSION}",
         "# " + "-" * 94,
         "import math",
@@ -438,7 +494,7 @@ def load(gen: GeneratedModule):
                            f"cache folder {cache.cache_dir()}") from err
 
 
-def run(spec: KernelSpec, plan, X: np.ndarray, Y: np.ndarray | None, get, dtype, *, block_size=None,
+def run(spec: Program, plan, X: np.ndarray, Y: np.ndarray | None, get, dtype, *, block_size=None,
         progress=None, out=None):
     """Exact kernels of ``spec`` with the generated Numba kernel; returns (K, T) (None if not asked)."""
     gen = generate(spec, get)

@@ -11,7 +11,8 @@ and builds randomized sketches whose inner products approximate those kernels.
     >>> k = net.kernel(X)                        # Kernel(nngp, ntk), neural-tangents conventions
 
 Public API: activations (``activation``, ``register``, ``Activation``, ``Dual``), networks
-(``Dense``, ``serial``, ``Network``, ``Kernel``; ``Conv``, ``AvgPool``, ``GlobalAvgPool``,
+(``Dense``, ``serial``, ``Network``, ``Kernel``; branches ``FanOut``, ``parallel``, ``FanInSum``,
+``FanInProd``, ``FanInConcat``, ``Identity``, ``repeat``, ``LayerNorm`` as in neural-tangents; ``Conv``, ``AvgPool``, ``GlobalAvgPool``,
 ``Flatten``, ``myrtle`` for images), sketches (``KernelSketch``, ``SketchRidge``) and the
 errors (every one a ``DualcalcError``). The mathematics is in docs/math.md, the structure
 and how to extend it in docs/architecture.md.
@@ -21,12 +22,14 @@ from .dual import Dual
 from .errors import (BackendError, CatalogError, DivergentError, DualcalcError, FormulaError,
                      InputError, OutOfMemoryError, ParameterError, UnknownActivationError)
 from .formula import parse_formula
-from .network import Dense, Kernel, Network, serial
+from .network import (Dense, FanInConcat, FanInProd, FanInSum, FanOut, Identity, Kernel, LayerNorm, Network,
+                      parallel, repeat, serial)
 
 from ._version import __version__
 
 __all__ = [
     "Activation", "Dual", "Dense", "Kernel", "Network", "serial", "activation", "register", "parse_formula",
+    "FanOut", "parallel", "FanInSum", "FanInProd", "FanInConcat", "Identity", "repeat", "LayerNorm",
     "DualcalcError", "FormulaError", "UnknownActivationError", "ParameterError", "CatalogError",
     "DivergentError", "InputError", "BackendError", "OutOfMemoryError", "__version__",
 ]

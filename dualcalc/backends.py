@@ -7,8 +7,9 @@ r"""Generated backends of fully connected networks: Numba (CPU) and CUDA (GPU, v
   (``precision="double"`` or ``"float"``), the Gram product from cuBLAS;
 * "auto"  — "cuda" when a GPU is visible, else "numba".
 
-Both read the per-point plan of :func:`dualcalc.network.recursion_plan` (variances at
-every activation, Hermite tables), so the three backends agree to round-off.
+Both read the network's program (:mod:`dualcalc.program`) and the per-point plan of
+:func:`dualcalc.network.recursion_plan` (variances at every activation and LayerNorm,
+Hermite tables), so the three backends agree to round-off.
 """
 from __future__ import annotations
 
@@ -36,8 +37,6 @@ def resolve_backend(backend: str) -> str:
 def run_backend(net, X: np.ndarray, Y: np.ndarray | None, *, get: Sequence[str], backend: str,
                 dtype=np.float64, **options):
     """Exact kernels of a fully connected network with a generated backend."""
-    from codegen.ir import build_spec
-
     from .network import Kernel, numpy_kernel, recursion_plan
 
     backend = resolve_backend(backend)
@@ -45,7 +44,7 @@ def run_backend(net, X: np.ndarray, Y: np.ndarray | None, *, get: Sequence[str],
         if options:
             raise ParameterError(f"the numpy backend takes no options, got {sorted(options)}")
         return numpy_kernel(net, X, Y, get)
-    spec = build_spec(net)
+    spec = net.program()
     plan = recursion_plan(net, X, Y)
     if np.dtype(dtype) == np.float32:  # the Gram product runs in float32: its entries must fit
         big = float(np.finfo(np.float32).max) / 4
@@ -74,12 +73,10 @@ def run_backend(net, X: np.ndarray, Y: np.ndarray | None, *, get: Sequence[str],
 
 def network_source(net, target: str = "numba", get: Sequence[str] | str = ("nngp", "ntk")) -> str:
     """The generated source text (the same text that is compiled and run)."""
-    from codegen.ir import build_spec
-
     get = (get,) if isinstance(get, str) else tuple(get)
     if set(get) - {"nngp", "ntk"} or not get:
         raise ParameterError(f"get must name 'nngp' and/or 'ntk', got {get!r}")
-    spec = build_spec(net)
+    spec = net.program()
     if target == "numba":
         from codegen import numba_target
 

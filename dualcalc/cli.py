@@ -235,7 +235,9 @@ def parse_net_spec(spec: str):
         raise ParameterError(f"--net: more than one '*' in {compact[0]!r}")
     if len(compact) > 1:
         raise ParameterError("--net: ':' options belong to the compact form ACT*L:W=..:b=..")
-    return serial(*(_layer(tok) for tok in _split_top(spec, "-")))
+    net = serial(*(_layer(tok) for tok in _split_top(spec, "-")))
+    net.program()  # lowered here, so that a network that cannot run is refused with the SPEC
+    return net
 
 
 def _backends_missing(exc: ImportError) -> bool:

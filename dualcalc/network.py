@@ -28,9 +28,12 @@ import numpy as np
 
 from . import hermite as H
 from .activation import Activation
+from .bounds import check_output_memory
 from .dual import HERMITE
-from .bounds import MAX_STD, check_output_memory
 from .errors import DivergentError, InputError, ParameterError
+from .layers import (Dense, FanInConcat, FanInProd, FanInSum, FanOut, Identity, LayerNorm, Parallel,  # noqa: F401 - public
+                     describe_sequence, is_fc_layer, lower)
+from .program import Affine, Input, Normalize, Pointwise, Program, Prod, Sum
 
 
 class Kernel(NamedTuple):
@@ -38,50 +41,6 @@ class Kernel(NamedTuple):
 
     nngp: np.ndarray | None
     ntk: np.ndarray | None
-
-
-@dataclass(frozen=True)
-class Dense:
-    """Fully connected layer of infinite width.
-
-    NTK parameterization (default): K ← W_std² K + b_std², Θ ← W_std² Θ + K_new.
-    Standard parameterization: the same K, Θ ← width_in·K_old + W_std² Θ (+ 1 with a bias),
-    where width_in is the previous Dense layer's ``out_dim`` (the data dimension d
-    for the first layer).
-
-    ``b_std=None`` means no bias parameter (neural-tangents' default); it differs from
-    ``b_std=0.0`` (a bias initialised at zero, the default here) only in the standard
-    parameterization, where a trainable bias adds 1 to the NTK — exactly as in
-    neural-tangents for the same arguments.
-    """
-
-    W_std: float = 1.0
-    b_std: float | None = 0.0
-    parameterization: str = "ntk"
-    out_dim: int | None = None
-
-    def __post_init__(self):
-        if self.b_std is None:
-            object.__setattr__(self, "b_std", 0.0)
-            object.__setattr__(self, "_no_bias", True)
-        for name in ("W_std", "b_std"):
-            v = getattr(self, name)
-            if not isinstance(v, int | float | np.floating | np.integer) or isinstance(v, bool) \
-                    or not np.isfinite(v) or v < 0:
-                raise ParameterError(f"Dense {name} must be a finite non-negative number, got {v!r}")
-            if float(v) > MAX_STD:
-                raise ParameterError(f"Dense {name}={v!r}: its square, the variance the kernel uses, overflows "
-                                     f"float64 (largest usable value {MAX_STD:.3g})")
-        if self.parameterization not in ("ntk", "standard"):
-            raise ParameterError(f"parameterization must be 'ntk' or 'standard', got {self.parameterization!r}")
-        if self.out_dim is not None and (isinstance(self.out_dim, bool) or int(self.out_dim) != self.out_dim
-                                         or self.out_dim < 1):
-            raise ParameterError(f"out_dim must be a positive integer or None, got {self.out_dim!r}")
-
-    @property
-    def has_bias(self) -> bool:
-        """False only for ``b_std=None`` (no bias parameter at all)."""
-        return not getattr(self, "_no_bias", False)
 
 
 Layer = Dense | Activation
@@ -99,6 +58,19 @@ class Network:
     @property
     def depth(self) -> int:
         return sum(isinstance(l, Dense) for l in self.layers)
+
+    def program(self) -> Program:
+        """The network's program (:mod:`dualcalc.program`): what every fully connected backend
+        runs; made once by the one lowering of :mod:`dualcalc.layers` (the layers are immutable).
+        Raises :class:`~dualcalc.errors.ParameterError` for a network that cannot run (an
+        activation on the raw input, branches left open, a standard Dense without the width)."""
+        cached = self.__dict__.get("_program")
+        if cached is None or cached[0] is not self.layers:
+            if _has_spatial_layers(self):
+                raise ParameterError("the fully connected program cannot hold Conv/pooling layers "
+                                     "(convolutional networks have their own kernels)")
+            cached = self._program = (self.layers, lower(self.layers))
+        return cached[1]
 
     # -- exact kernels ------------------------------------------------------------
     def kernel(self, X, Y=None, *, get: Sequence[str] | str = ("nngp", "ntk"), backend: str = "auto",
@@ -178,6 +150,9 @@ class Network:
         for :mod:`dualcalc.jax_source`."""
         if _has_spatial_layers(self):
             raise ParameterError("to_stax / source('jax') export fully connected networks only")
+        if not all(isinstance(l, Dense | Activation) for l in self.layers):
+            raise ParameterError("to_stax / source('jax') export serial Dense/activation networks only "
+                                 "(not branches or LayerNorm yet)")
         if isinstance(width, bool) or not isinstance(width, int | np.integer) or width < 1:
             raise ParameterError(f"width must be a positive integer, got {width!r}")
         dense = [i for i, l in enumerate(self.layers) if isinstance(l, Dense)]
@@ -193,11 +168,20 @@ class Network:
 
 
 def serial(*layers) -> Network:
-    """Compose layers: ``serial(Dense(1.5, 0.1), act, Dense(1.5, 0.1))``.
+    """Compose layers: ``serial(Dense(1.5, 0.1), act, Dense(1.5, 0.1))``; a network given as a
+    layer is inlined (``serial`` nests, as neural-tangents' ``stax.serial``).
 
-    Activations may be given as Activation objects or names/formulas (``"relu"``).
-    An activation must follow a Dense layer, as in neural-tangents.
+    Activations may be given as Activation objects or names/formulas (``"relu"``).  An
+    activation needs a Dense (or Conv) layer before it, which is checked when the network is
+    run (a serial may be one branch of :func:`parallel`, which its input reaches through).
     """
+    out = _layers(layers, "serial")
+    if not out:
+        raise ParameterError("serial() needs at least one layer")
+    return Network(out)
+
+
+def _layers(layers, where: str) -> list:
     from .activation import activation as make_activation
 
     out: list = []
@@ -207,19 +191,32 @@ def serial(*layers) -> Network:
             continue
         if isinstance(layer, str):
             layer = make_activation(layer)
-        if not isinstance(layer, Dense | Activation) and not _is_layer(layer):
-            raise ParameterError(f"layer {i} is not a dualcalc layer: {layer!r}")
+        if not is_fc_layer(layer) and not _is_layer(layer):
+            raise ParameterError(f"{where}: layer {i} is not a dualcalc layer: {layer!r}")
         out.append(layer)
-    if not out:
-        raise ParameterError("serial() needs at least one layer")
-    prev = None
-    for i, layer in enumerate(out):
-        if isinstance(layer, Activation) and prev is None:
-            raise ParameterError(
-                f"layer {i} ({layer.label}) is an activation applied to the raw input; "
-                "put a Dense (or Conv) layer before it, as neural-tangents requires")
-        prev = layer
-    return Network(out)
+    return out
+
+
+def parallel(*networks) -> Parallel:
+    """Run network i on branch i of the input (after ``FanOut(n)``): neural-tangents'
+    ``stax.parallel``.  Each argument is a network, a layer or an activation name;
+    ``parallel(serial(act, Dense()), Identity())`` is a residual block's two branches."""
+    if not networks:
+        raise ParameterError("parallel() needs at least one network")
+    branches = []
+    for i, net in enumerate(networks):
+        layers = _layers([net], f"parallel branch {i}")
+        if any(_is_layer(l) for l in layers):
+            raise ParameterError(f"parallel branch {i}: branches of convolutional networks are not supported")
+        branches.append(tuple(layers))
+    return Parallel(tuple(branches))
+
+
+def repeat(network, n: int) -> Network:
+    """``network`` applied ``n`` times in sequence (neural-tangents' ``stax.repeat``)."""
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise ParameterError(f"repeat needs a positive integer count, got {n!r}")
+    return serial(*([network] * int(n)))
 
 
 def _has_spatial_layers(net) -> bool:
@@ -290,6 +287,9 @@ def layer_program(net: Network) -> list[tuple]:
             width = layer.out_dim
         elif isinstance(layer, Activation):
             prog.append(("act", layer))
+        elif is_fc_layer(layer):
+            raise ParameterError(f"{describe_sequence([layer])[7:-1]}: the sketches run serial Dense/activation "
+                                 "networks only (branches and LayerNorm are exact-kernel layers for now)")
         else:
             prog.append(("layer", layer))
     return prog
@@ -313,6 +313,9 @@ class ActivationStep:
     #: The tables hold σ'(0) as r_1 at the zero-variance points (see RecursionPlan.inverse_roots).
     zero_slope: bool = False
 
+    #: the operation (its ``src`` register) this step belongs to
+    op: Pointwise | None = None
+
     @property
     def hermite(self) -> bool:
         return self.Rx is not None
@@ -323,10 +326,24 @@ class ActivationStep:
 
 
 @dataclass
-class RecursionPlan:
-    """Per-point quantities of every layer, O(n·depth) (O(n·degree) for Hermite tables)."""
+class NormStep:
+    """A LayerNorm's per-point divisors: ``qx``/``qy`` hold q + ε of its input (so the plan's
+    inverse roots are the factors 1/√(q + ε))."""
 
-    steps: list[ActivationStep]
+    qx: np.ndarray
+    qy: np.ndarray
+    op: Normalize | None = None
+    Rx = Ry = None
+    zero_slope = False
+    hermite = False
+
+
+@dataclass
+class RecursionPlan:
+    """Per-point quantities of every layer, O(n·depth) (O(n·degree) for Hermite tables);
+    ``steps[slot]`` for each slot of the program (activations and LayerNorms)."""
+
+    steps: list[ActivationStep | NormStep]
     qx_out: np.ndarray  # K(x, x) after the last layer
     qy_out: np.ndarray
     tx_out: np.ndarray | None  # Θ(x, x) after the last layer
@@ -402,45 +419,51 @@ def hermite_tables(act: Activation, q: np.ndarray, *, rtol: float = 1e-13) -> np
     return out[inv]
 
 
-def _dense_steps(net: Network):
-    """(layer, width_in) for each layer; width_in None for the first Dense (the data dimension)."""
-    width: int | None = None
-    first = True
-    for layer in net.layers:
-        if isinstance(layer, Dense):
-            if layer.parameterization == "standard" and not first and width is None:
-                raise ParameterError("standard parameterization needs out_dim on the previous Dense layer "
-                                     "(its width enters the NTK)")
-            yield layer, (None if first else width)
-            width, first = layer.out_dim, False
-        else:
-            yield layer, None
-
-
-def _dense_update(layer: Dense, width_in, d: int, K, T):
+def _affine(op: Affine, d: int, K, T):
     """One Dense layer on (K, Θ) (arrays or per-point vectors); T None: no NTK."""
-    w2, b2 = float(layer.W_std) ** 2, float(layer.b_std) ** 2
-    Kn = w2 * K + b2
+    Kn = op.w2 * K + op.b2
     if T is None:
         return Kn, None
-    if layer.parameterization == "ntk":
-        return Kn, w2 * T + Kn
-    width = d if width_in is None else width_in
-    return Kn, width * K + w2 * T + (1.0 if layer.has_bias else 0.0)
+    if not op.standard:
+        return Kn, op.w2 * T + Kn
+    width = d if op.width is None else op.width
+    return Kn, width * K + op.w2 * T + (1.0 if op.bias else 0.0)
+
+
+def _sum(Ks, weights=None):
+    """Σ w_i K_i (weights None: all 1)."""
+    if weights is not None:
+        Ks = [w * K for w, K in zip(weights, Ks, strict=True)]
+    out = Ks[0]
+    for K in Ks[1:]:
+        out = out + K
+    return out
+
+
+def _prod(Ks, Ts):
+    """Π K_i and Σ_i Θ_i Π_{j≠i} K_j (Ts None: no NTK)."""
+    K, T = Ks[0], (None if Ts is None else Ts[0])
+    for i in range(1, len(Ks)):
+        if Ts is not None:
+            T = T * Ks[i] + K * Ts[i]
+        K = K * Ks[i]
+    return K, T
 
 
 def recursion_plan(net: Network, X: np.ndarray, Y: np.ndarray | None, *, ntk_diag: bool = True) -> RecursionPlan:
-    """Per-point variances at every activation (and Hermite tables), from the inputs' norms.
+    """Per-point variances at every activation and LayerNorm (and Hermite tables), from the
+    inputs' norms: the network's program run on the diagonal.
 
     Raises :class:`~dualcalc.errors.InputError` when a variance overflows (the kernel would
     be Inf/NaN) and :class:`~dualcalc.errors.DivergentError` when it leaves the domain
     where the activation's Gaussian expectation exists.
     """
+    prog = net.program()
     with np.errstate(over="ignore", invalid="ignore"):  # every layer's variances are checked for inf/NaN below
-        return _recursion_plan(net, X, Y, ntk_diag)
+        return _recursion_plan(prog, X, Y, ntk_diag)
 
 
-def _recursion_plan(net: Network, X: np.ndarray, Y: np.ndarray | None, ntk_diag: bool) -> RecursionPlan:
+def _recursion_plan(prog: Program, X: np.ndarray, Y: np.ndarray | None, ntk_diag: bool) -> RecursionPlan:
     d = X.shape[1]
     sym = Y is None
     qx = np.einsum("ij,ij->i", X, X, dtype=np.float64) / d
@@ -451,68 +474,101 @@ def _recursion_plan(net: Network, X: np.ndarray, Y: np.ndarray | None, ntk_diag:
                              f"(row {int(np.flatnonzero(~np.isfinite(q))[0])}); rescale the data")
     tx = np.zeros_like(qx) if ntk_diag else None
     ty = (tx if sym else np.zeros_like(qy)) if ntk_diag else None
-    steps: list[ActivationStep] = []
-    for li, (layer, width_in) in enumerate(_dense_steps(net)):
-        if isinstance(layer, Dense):
-            qx_new, tx = _dense_update(layer, width_in, d, qx, tx)
-            if sym:
-                qy, ty = qx_new, tx
-            else:
-                qy, ty = _dense_update(layer, width_in, d, qy, ty)
-            qx = qx_new
-        elif isinstance(layer, Activation):
-            _check_domain(layer, qx, qy, li)
-            dual = layer.dual
-            if dual.method == HERMITE:
-                R = hermite_tables(layer, qx if sym else np.concatenate([qx, qy]))
-                Rx, Ry = (R, R) if sym else (R[: qx.size], R[qx.size:])
-                step = ActivationStep(layer, qx, qy, Rx, Ry)
-                ones = np.ones(qx.size)
-                qx_new = H.series_nngp(Rx, Rx, ones)
-                dx = H.series_ntk(Rx, Rx, ones, qx) if ntk_diag else None
-                if sym:
-                    qy_new, dy = qx_new, dx
-                else:
-                    onesy = np.ones(qy.size)
-                    qy_new = H.series_nngp(Ry, Ry, onesy)
-                    dy = H.series_ntk(Ry, Ry, onesy, qy) if ntk_diag else None
-                step.zero_slope = _carry_zero_slope(step, R, qx if sym else np.concatenate([qx, qy]))
-                if step.zero_slope and ntk_diag:  # k̇(0, 0, 0) = σ'(0)²
-                    d0 = R[np.flatnonzero((qx if sym else np.concatenate([qx, qy])) == 0)[0], 1]
-                    dx = np.where(qx == 0, d0 * d0, dx)
-                    dy = dx if sym else np.where(qy == 0, d0 * d0, dy)
-            else:
-                step = ActivationStep(layer, qx, qy)
-                qx_new = layer.nngp(qx, qx, qx)
-                dx = _ntk_values(step, qx, qx, qx) if ntk_diag else None
-                if sym:
-                    qy_new, dy = qx_new, dx
-                else:
-                    qy_new = layer.nngp(qy, qy, qy)
-                    dy = _ntk_values(step, qy, qy, qy) if ntk_diag else None
-            if ntk_diag:
-                if step.zero_ntk:
-                    tx = np.zeros_like(tx)
-                    ty = tx if sym else np.zeros_like(ty)
-                else:
-                    tx = tx * dx
-                    ty = tx if sym else ty * dy
-            steps.append(step)
-            qx, qy = qx_new, qy_new
-            for q, name in ((qx, "X"), (qy, "Y")):
-                if not np.all(np.isfinite(q)):
-                    bad = int(np.flatnonzero(~np.isfinite(q))[0])
-                    raise InputError(f"layer {li} ({layer.label}): the variance of row {bad} of {name} is not "
-                                     "finite (the activation overflows at this input scale); rescale the data "
-                                     "or the weights")
+    regs: list = [None] * len(prog.ops)  # (qx, qy, tx, ty) per register, dropped after its last use
+    regs[0] = (qx, qy, tx, ty)
+    steps: list = [None] * prog.n_act
+    for li, op in enumerate(prog.ops):
+        if li == 0:
+            continue
+        ins = [regs[s] for s in op.srcs]
+        if isinstance(op, Affine):
+            qx, tx = _affine(op, d, ins[0][0], ins[0][2])
+            qy, ty = (qx, tx) if sym else _affine(op, d, ins[0][1], ins[0][3])
+        elif isinstance(op, Pointwise):
+            step, (qx, qy, tx, ty) = _activation_step(op, *ins[0], sym, ntk_diag, li)
+            steps[op.slot] = step
+        elif isinstance(op, Normalize):
+            steps[op.slot] = step = _norm_step(op, ins[0], sym, li)
+            qx, tx = ins[0][0] / step.qx, (None if not ntk_diag else ins[0][2] / step.qx)
+            qy, ty = (qx, tx) if sym else (ins[0][1] / step.qy, None if not ntk_diag else ins[0][3] / step.qy)
+        elif isinstance(op, Sum):
+            w = op.weights
+            qx, qy = _sum([r[0] for r in ins], w), (None if sym else _sum([r[1] for r in ins], w))
+            tx, ty = (_sum([r[2] for r in ins], w), None if sym else _sum([r[3] for r in ins], w)) if ntk_diag \
+                else (None, None)
+            qy, ty = (qx, tx) if sym else (qy, ty)
+        elif isinstance(op, Prod):
+            qx, tx = _prod([r[0] for r in ins], [r[2] for r in ins] if ntk_diag else None)
+            qy, ty = (qx, tx) if sym else _prod([r[1] for r in ins], [r[3] for r in ins] if ntk_diag else None)
         else:
-            raise ParameterError(f"fully connected kernels cannot run layer {layer!r}")
+            raise ParameterError(f"fully connected kernels cannot run {op!r}")
+        for q, name in ((qx, "X"), (qy, "Y")):
+            if not np.all(np.isfinite(q)):
+                bad = int(np.flatnonzero(~np.isfinite(q))[0])
+                raise InputError(f"layer {li} ({op.label}): the variance of row {bad} of {name} is not "
+                                 "finite (it overflows at this input scale); rescale the data or the weights")
+        regs[li] = (qx, qy, tx, ty)
+        for s in op.srcs:
+            if prog.last_use[s] == li:
+                regs[s] = None
+    qx, qy, tx, ty = regs[prog.output]
     if ntk_diag:
         for t, name in ((tx, "X"), (ty, "Y")):
             if not np.all(np.isfinite(t)):
                 raise InputError(f"the NTK diagonal of {name} is not finite (row "
                                  f"{int(np.flatnonzero(~np.isfinite(t))[0])}); rescale the data or the weights")
     return RecursionPlan(steps, qx, qy, tx, ty, d, sym)
+
+
+def _norm_step(op: Normalize, reg, sym: bool, li: int) -> NormStep:
+    ex, ey = reg[0] + op.eps, (None if sym else reg[1] + op.eps)
+    for e, name in ((ex, "X"), (ey, "Y")):
+        if e is not None and not np.all(e > 0):
+            raise InputError(f"layer {li} ({op.label}): row {int(np.flatnonzero(~(e > 0))[0])} of {name} has "
+                             "zero variance there, which LayerNorm with eps=0 cannot normalise")
+    return NormStep(ex, ex if sym else ey, op)
+
+
+def _activation_step(op: Pointwise, qx, qy, tx, ty, sym: bool, ntk_diag: bool, li: int):
+    """The plan's step of an activation, and the points' (q, t) after it."""
+    layer = op.act
+    _check_domain(layer, qx, qy, li)
+    if op.method == HERMITE:
+        qall = qx if sym else np.concatenate([qx, qy])
+        R = hermite_tables(layer, qall)
+        Rx, Ry = (R, R) if sym else (R[: qx.size], R[qx.size:])
+        step = ActivationStep(layer, qx, qy, Rx, Ry, op=op)
+        ones = np.ones(qx.size)
+        qx_new = H.series_nngp(Rx, Rx, ones)
+        dx = H.series_ntk(Rx, Rx, ones, qx) if ntk_diag else None
+        if sym:
+            qy_new, dy = qx_new, dx
+        else:
+            onesy = np.ones(qy.size)
+            qy_new = H.series_nngp(Ry, Ry, onesy)
+            dy = H.series_ntk(Ry, Ry, onesy, qy) if ntk_diag else None
+        step.zero_slope = _carry_zero_slope(step, R, qall)
+        if step.zero_slope and ntk_diag:  # k̇(0, 0, 0) = σ'(0)²
+            d0 = R[np.flatnonzero(qall == 0)[0], 1]
+            dx = np.where(qx == 0, d0 * d0, dx)
+            dy = dx if sym else np.where(qy == 0, d0 * d0, dy)
+    else:
+        step = ActivationStep(layer, qx, qy, op=op)
+        qx_new = layer.nngp(qx, qx, qx)
+        dx = _ntk_values(step, qx, qx, qx) if ntk_diag else None
+        if sym:
+            qy_new, dy = qx_new, dx
+        else:
+            qy_new = layer.nngp(qy, qy, qy)
+            dy = _ntk_values(step, qy, qy, qy) if ntk_diag else None
+    if ntk_diag:
+        if step.zero_ntk:
+            tx = np.zeros_like(tx)
+            ty = tx if sym else np.zeros_like(ty)
+        else:
+            tx = tx * dx
+            ty = tx if sym else ty * dy
+    return step, (qx_new, qy_new, tx, ty)
 
 
 def _carry_zero_slope(step: ActivationStep, R: np.ndarray, q: np.ndarray) -> bool:
@@ -550,43 +606,61 @@ def _ntk_values(step: ActivationStep, q1_, q2_, c_) -> np.ndarray:
 
 
 def numpy_kernel(net: Network, X: np.ndarray, Y: np.ndarray | None, get=("nngp", "ntk")) -> Kernel:
-    """Reference backend: the recursion with whole-matrix NumPy operations (float64).
+    """Reference backend: the network's program run with whole-matrix NumPy operations (float64).
 
-    Memory O(n1·n2) per temporary (several): meant for checking the generated backends.
+    Memory O(n1·n2) per live register (several): meant for checking the generated backends.
     """
     X64 = X.astype(np.float64)
     Y64 = None if Y is None else Y.astype(np.float64)
     want_ntk = "ntk" in get
+    prog = net.program()
     plan = recursion_plan(net, X64, Y64, ntk_diag=False)
     d = X64.shape[1]
     K = X64 @ (X64 if Y64 is None else Y64).T / d
-    T = np.zeros_like(K) if want_ntk else None
-    steps = iter(plan.steps)
+    regs: list = [None] * len(prog.ops)
+    regs[0] = (K, np.zeros_like(K) if want_ntk else None)
     I1, I2 = plan.inverse_roots()
-    a = 0
     diag = np.arange(K.shape[0]) if plan.symmetric else None
-    for layer, width_in in _dense_steps(net):
-        if isinstance(layer, Dense):
-            K, T = _dense_update(layer, width_in, d, K, T)
+    for li, op in enumerate(prog.ops):
+        if li == 0:
+            continue
+        ins = [regs[s] for s in op.srcs]
+        K, T = ins[0]
+        if isinstance(op, Affine):
+            K, T = _affine(op, d, K, T)
+        elif isinstance(op, Normalize):
+            f = I1[op.slot][:, None] * I2[op.slot][None, :]
+            K, T = K * f, (None if T is None else T * f)
+        elif isinstance(op, Sum):
+            K, T = _sum([r[0] for r in ins], op.weights), (None if T is None else _sum([r[1] for r in ins], op.weights))
+        elif isinstance(op, Prod):
+            K, T = _prod([r[0] for r in ins], [r[1] for r in ins] if want_ntk else None)
         else:
-            step = next(steps)
-            if diag is not None:  # c = q exactly on the diagonal (ρ = 1), as neural-tangents
-                K[diag, diag] = step.qx
-            if step.hermite:
-                s = np.sqrt(step.qx[:, None] * step.qy[None, :])
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    r = np.where(s > 0, np.clip(K / np.where(s > 0, s, 1.0), -1.0, 1.0), 0.0)
-                R1, R2 = step.Rx[:, None, :], step.Ry[None, :, :]
-                if want_ntk:
-                    T = np.zeros_like(K) if step.zero_ntk else \
-                        T * (H.series_ntk(R1, R2, r, np.ones_like(r)) * I1[a][:, None] * I2[a][None, :])
-                K = H.series_nngp(R1, R2, r)
-            else:
-                Qx, Qy = np.broadcast_arrays(step.qx[:, None], step.qy[None, :])
-                if want_ntk:
-                    T = T * _ntk_values(step, Qx, Qy, K)
-                K = step.act.nngp(Qx, Qy, K)
-            a += 1
+            K, T = _numpy_activation(plan.steps[op.slot], K, T, I1[op.slot], I2[op.slot], diag, want_ntk)
+        regs[li] = (K, T)
+        for s in op.srcs:
+            if prog.last_use[s] == li:
+                regs[s] = None
+    K, T = regs[prog.output]
     out_dtype = X.dtype
     return Kernel(K.astype(out_dtype) if "nngp" in get else None,
                   T.astype(out_dtype) if want_ntk else None)
+
+
+def _numpy_activation(step: ActivationStep, K, T, I1, I2, diag, want_ntk: bool):
+    if diag is not None:  # c = q exactly on the diagonal (ρ = 1), as neural-tangents
+        K = K.copy()
+        K[diag, diag] = step.qx
+    if step.hermite:
+        s = np.sqrt(step.qx[:, None] * step.qy[None, :])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = np.where(s > 0, np.clip(K / np.where(s > 0, s, 1.0), -1.0, 1.0), 0.0)
+        R1, R2 = step.Rx[:, None, :], step.Ry[None, :, :]
+        if want_ntk:
+            T = np.zeros_like(K) if step.zero_ntk else \
+                T * (H.series_ntk(R1, R2, r, np.ones_like(r)) * I1[:, None] * I2[None, :])
+        return H.series_nngp(R1, R2, r), T
+    Qx, Qy = np.broadcast_arrays(step.qx[:, None], step.qy[None, :])
+    if want_ntk:
+        T = T * _ntk_values(step, Qx, Qy, K)
+    return step.act.nngp(Qx, Qy, K), T

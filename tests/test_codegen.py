@@ -16,7 +16,6 @@ import sympy as sp
 
 import dualcalc as dc
 from codegen import cache, cuda_target, mathlib, numba_target
-from codegen.ir import build_spec
 from codegen.printers import CudaPrinter, NumbaPrinter, dual_body, hoist_per_point, prepare
 from dualcalc.symbols import c, q1, q2, rho
 
@@ -172,7 +171,7 @@ def test_numba_source_readable_and_deterministic():
     # the text shown is the text that runs: it is the cached module
     X = _data(10)
     net.kernel(X, backend="numba")
-    gen = numba_target.generate(build_spec(net))
+    gen = numba_target.generate(net.program())
     assert (cache.cache_dir() / "numba" / f"dc_numba_{gen.digest}.py").read_text() == src
 
 
@@ -211,7 +210,7 @@ def test_ptx_cached_by_content(tmp_path, monkeypatch):
     if not ok:
         pytest.skip(why)
     monkeypatch.setenv("DUALCALC_CACHE_DIR", str(tmp_path))
-    gen = cuda_target.generate(build_spec(_net(dc.activation("relu"))))
+    gen = cuda_target.generate(_net(dc.activation("relu")).program())
     ptx = cuda_target.cached_ptx(gen)
     files = sorted(p.name for p in (tmp_path / "cuda").iterdir())
     assert files == [f"dc_cuda_{gen.digest}.cu", f"dc_cuda_{gen.digest}_{cuda_target.DEFAULT_ARCH}.ptx"]
@@ -246,11 +245,11 @@ def test_cache_hit_across_processes(tmp_path):
         import numpy as np
         import dualcalc as dc
         from codegen import numba_target
-        from codegen.ir import build_spec
+
         net = dc.serial(dc.Dense(1.3, 0.05), "erf", dc.Dense(0.7, 0.2), "erf", dc.Dense(1.1, 0.1))
         X = np.random.default_rng(0).normal(size=(12, 3))
         net.kernel(X, backend="numba")
-        mod = numba_target.load(numba_target.generate(build_spec(net)))
+        mod = numba_target.load(numba_target.generate(net.program()))
         st = mod.kernel.stats
         print(json.dumps({"hits": sum(st.cache_hits.values()), "misses": sum(st.cache_misses.values()),
                           "file": mod.__file__}))

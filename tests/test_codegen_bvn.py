@@ -18,7 +18,6 @@ import sympy as sp
 
 import dualcalc as dc
 from codegen import cache, cuda_target, mathlib
-from codegen.ir import build_spec
 from codegen.printers import CudaPrinter, NumbaPrinter, prepare
 from dualcalc.bvn import Phi2, bvn_cdf, bvn_mp
 from dualcalc.dual import CLOSED_FORM, Dual

@@ -115,7 +115,7 @@ def test_network_and_input_checks():
     with pytest.raises(ParameterError, match="leaves nothing"):
         conv_kernel(dc.serial(Conv(1, 0, (9, 9), "VALID"), Flatten()), X8, backend="numpy")
     with pytest.raises(ParameterError):
-        dc.serial(relu, Conv())  # an activation on the raw input
+        conv_kernel(dc.serial(relu, Conv(), Flatten()), X8, backend="numpy")  # an activation on the raw input
     net = _small_net(relu)
     with pytest.raises(InputError, match="NHWC"):
         net.kernel(X8.reshape(5, -1), backend="numpy")

@@ -192,8 +192,8 @@ def test_hermite_tables_interpolated_match_direct():
 # ----------------------------------------------------------------------------------------------
 # layers and bad input
 def test_activation_without_dense_is_refused():
-    with pytest.raises(ParameterError, match="raw input"):
-        dc.serial("relu", dc.Dense())
+    with pytest.raises(ParameterError, match="raw input"):  # checked where the network is lowered
+        dc.serial("relu", dc.Dense()).program()
     with pytest.raises(ParameterError):
         dc.serial(42)
 
