@@ -2,6 +2,7 @@ r"""The ``dualcalc`` command line (also ``python -m dualcalc``).
 
     dualcalc --version
     dualcalc show NAME_OR_FORMULA [--param k=v ...] [--degree N] [--target numba|cuda] [--depth L]
+    dualcalc show --net SPEC [--target numba|cuda]
     dualcalc register NAME "FORMULA" [--param k=v ...] [--description TEXT] [--force] [--no-check]
     dualcalc catalog list
     dualcalc catalog build [--out DIR] [--target numba|cuda|all] [--jobs N] [--only NAME ...]
@@ -22,6 +23,12 @@ A network is written as layers joined by ``-``::
   with parameters ``leaky_relu(alpha=0.1)``, or a formula in braces
   ``{x*erf(x)}`` / ``{a*sin(b*x)}(a=2,b=0.5)`` (parsed by the safe formula
   parser, never evaluated as Python).
+
+* branches, as neural-tangents' stax: ``fanout(N)``, ``parallel(SPEC, SPEC, ...)``,
+  ``faninsum``, ``faninprod``, ``faninconcat``, ``identity``, ``layernorm`` /
+  ``layernorm(eps=1e-6)`` and ``repeat(SPEC, N)``; a residual network::
+
+    dense(1.5,0.1)-repeat(fanout(2)-parallel(relu-dense(1.5,0.1)-relu-dense(1.5,0.1), identity)-faninsum, 2)-relu-dense
 
 The compact form ``ACT*L[:W=w][:b=b]`` means L hidden layers of ``dense(w,b)``
 followed by ACT, then a readout ``dense(w,b)``: ``relu*3:W=1.5:b=0.1`` is
@@ -191,11 +198,53 @@ def _split_braces_end(token: str) -> int:
     raise ParameterError(f"--net: missing '}}' in {token!r}")
 
 
+#: Layer names of the SPEC (before activation names: a registered activation of one of these
+#: names is not reachable from a SPEC).
+_NO_ARGS = {"faninsum": "FanInSum", "faninprod": "FanInProd", "faninconcat": "FanInConcat", "identity": "Identity"}
+
+
 def _layer(token: str):
+    from . import network as N
+
     head, args = _call(token)
-    if head.lower() == "dense":
+    name = head.lower()
+    if name == "dense":
         return _dense(args)
+    if name in _NO_ARGS:
+        if args is not None and args.strip():
+            raise ParameterError(f"--net: {head} takes no arguments, got {token!r}")
+        return getattr(N, _NO_ARGS[name])()
+    if name == "fanout":
+        return N.FanOut(_count(args, token))
+    if name == "layernorm":
+        kw = _kwargs(args, "layernorm") if args and args.strip() else {}
+        if set(kw) - {"eps"}:
+            raise ParameterError(f"--net: layernorm accepts eps=, not {', '.join(sorted(set(kw) - {'eps'}))}")
+        return N.LayerNorm(eps=kw.get("eps", 1e-12))
+    if name == "parallel":
+        if args is None or not args.strip():
+            raise ParameterError("--net: parallel needs its branches, e.g. parallel(relu-dense, identity)")
+        return N.parallel(*(N.serial(*_sequence(a)) for a in _split_top(args, ",")))
+    if name == "repeat":
+        parts = _split_top(args or "", ",")
+        if len(parts) != 2:
+            raise ParameterError(f"--net: repeat takes a SPEC and a count, e.g. repeat(relu-dense, 3); got {token!r}")
+        return N.repeat(N.serial(*_sequence(parts[0])), _count(parts[1], token))
     return _act(token)
+
+
+def _count(text: str | None, token: str) -> int:
+    try:
+        n = int((text or "").strip())
+    except ValueError:
+        raise ParameterError(f"--net: {token!r} needs a whole number") from None
+    if not 1 <= n <= 1000:
+        raise ParameterError(f"--net: the count in {token!r} must be between 1 and 1000")
+    return n
+
+
+def _sequence(text: str) -> list:
+    return [_layer(tok) for tok in _split_top(text, "-")]
 
 
 def parse_net_spec(spec: str):
@@ -235,7 +284,7 @@ def parse_net_spec(spec: str):
         raise ParameterError(f"--net: more than one '*' in {compact[0]!r}")
     if len(compact) > 1:
         raise ParameterError("--net: ':' options belong to the compact form ACT*L:W=..:b=..")
-    net = serial(*(_layer(tok) for tok in _split_top(spec, "-")))
+    net = serial(*_sequence(spec))
     net.program()  # lowered here, so that a network that cannot run is refused with the SPEC
     return net
 
@@ -248,6 +297,10 @@ def _backends_missing(exc: ImportError) -> bool:
 def _show(args) -> int:
     from .activation import activation
 
+    if args.net is not None:
+        return _show_net(args)
+    if args.activation is None:
+        raise ParameterError("show: give an activation (name or formula) or --net SPEC")
     act = activation(args.activation, **_params(args.param))
     if args.target:
         from .network import Dense, serial
@@ -288,6 +341,31 @@ def _show(args) -> int:
     print(f"check      : k(1, 1, 0.5) = {float(act.nngp(1.0, 1.0, 0.5)):.12g},  "
           f"k'(1, 1, 0.5) = {float(act.ntk(1.0, 1.0, 0.5)):.12g}")
     return 0
+
+
+def _show_net(args) -> int:
+    """``show --net SPEC``: the network's program, or with --target its generated source."""
+    if args.activation is not None or args.param:
+        raise ParameterError("show: --net takes the whole network; leave out the activation and --param")
+    net = parse_net_spec(args.net)
+    if _has_spatial(net):
+        raise ParameterError("show --net: fully connected networks (the SPEC has no convolutions)")
+    if not args.target:
+        print(f"network : {net.program().description}")
+        print(net.program().listing())
+        return 0
+    try:
+        print(net.source(args.target))
+    except ImportError as exc:
+        if not _backends_missing(exc):
+            raise
+        raise BackendError(f"code generation for {args.target} is not available in this build "
+                           f"({exc.name} is missing)") from None
+    return 0
+
+
+def _has_spatial(net) -> bool:
+    return any(getattr(l, "is_layer", False) is True for l in net.layers)
 
 
 def _register(args) -> int:
@@ -401,6 +479,9 @@ SPEC_HELP = """network SPEC: layers joined by '-':
   dense | dense(W) | dense(W,b) | dense(W=1.5,b=0.1)   fully connected layer (defaults W=1, b=0)
   relu | leaky_relu(alpha=0.1)                         catalog/registered activation [parameters]
   {x*erf(x)} | {a*sin(b*x)}(a=2,b=0.5)                 a formula in braces [parameters]
+  fanout(2) | parallel(SPEC, SPEC) | faninsum | faninprod | faninconcat | identity
+  layernorm | layernorm(eps=1e-6) | repeat(SPEC, N)    branches and LayerNorm (neural-tangents' stax)
+  dense-repeat(fanout(2)-parallel(relu-dense, identity)-faninsum, 3)-relu-dense   a residual network
 compact form ACT*L[:W=w][:b=b]: L x (dense(w,b), ACT), then dense(w,b):
   relu*3:W=1.5:b=0.1"""
 
@@ -411,7 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"dualcalc {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("show", help="print an activation's dual, method and coefficients, or its generated code")
-    s.add_argument("activation", help="catalog name or formula in x, e.g. gelu or 'x*erf(x)'")
+    s.add_argument("activation", nargs="?", help="catalog name or formula in x, e.g. gelu or 'x*erf(x)'")
+    s.add_argument("--net", metavar="SPEC", help="a whole network (kernel --net syntax): print its program, "
+                   "or with --target its generated source")
     s.add_argument("--param", "-p", action="append", metavar="NAME=VALUE", help="parameter value (repeatable)")
     s.add_argument("--degree", type=int, default=6, help="number of Hermite/Taylor coefficients shown - 1")
     s.add_argument("--target", choices=("numba", "cuda"), help="print the generated kernel source instead")

@@ -180,6 +180,22 @@ class Program:
         last[self.output] = len(self.ops)
         return last
 
+    def listing(self) -> str:
+        """The program as text, one operation per line: ``r3 = relu(r2)  # closed form``."""
+        lines = []
+        for r, op in enumerate(self.ops):
+            args = ", ".join(f"r{s}" for s in op.srcs)
+            note = ""
+            if isinstance(op, Pointwise):
+                note = f"  # {op.method} ({op.rule}), slot {op.slot}"
+            elif isinstance(op, Normalize):
+                note = f"  # slot {op.slot}"
+            elif isinstance(op, Input):
+                note = "  # K = <x, y>/d, Θ = 0"
+            lines.append(f"r{r} = {op.label}" + (f"({args})" if args else "") + note)
+        lines.append(f"output: r{self.output}")
+        return "\n".join(lines)
+
     @cached_property
     def key(self) -> str:
         """Everything the emitted text depends on (the duals' expressions included)."""
