@@ -97,3 +97,24 @@ def load_module(target: str, digest: str, text: str) -> ModuleType:
 
 def info() -> dict:
     return {"folder": str(cache_dir()), "modules_loaded": len(_MODULES), **STATS}
+
+
+#: What a fully connected program's generated text says it computes (both targets print it).
+RECURSION_LINES = (
+    "recursion (neural-tangents conventions, docs/math.md §3):",
+    "  input      K = <x, y>/d, Θ = 0",
+    "  Dense      K <- W²·K + b²,  Θ <- W²·Θ + K   (standard: Θ <- width·K_old + W²·Θ + 1)",
+    "  activation K <- k(q_x, q_y, K),  Θ <- Θ·kdot(q_x, q_y, K);  q_x = K(x, x) per point",
+    "  LayerNorm  K, Θ <- K, Θ / sqrt((q_x + eps)(q_y + eps));  FanInSum: sums;  FanInProd:",
+    "             K <- prod K_i, Θ <- sum_i Θ_i prod_(j != i) K_j  (a branch: a register read twice)",
+)
+
+
+def banner(comment: str, title: str, description: str, get, generator: str, extra=()) -> list[str]:
+    """The header of a generated fully connected kernel: what it is, the network, the outputs,
+    the recursion, and the library and generator versions (part of the text, so of its hash)."""
+    outs = ", ".join(n for n in ("nngp", "ntk") if n in get)
+    rule = comment + " " + "-" * 94
+    lines = [title, f"network : {description}", f"outputs : {outs}", *RECURSION_LINES, *extra,
+             f"dualcalc {library_version()}, generator {generator}"]
+    return [rule] + [f"{comment} {line}" for line in lines] + [rule]

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from sympy.printing.c import C99CodePrinter
 
-from dualcalc.conv import ImageProgram
+from dualcalc.program import ImageProgram
 from dualcalc.errors import BackendError
 from dualcalc.symbols import q2 as Q2
 

@@ -38,7 +38,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dualcalc.conv import ImageProgram, Op
+from dualcalc.program import ImageOp as Op, ImageProgram
+from dualcalc.conv_reference import image_tables
 from dualcalc.errors import BackendError
 from dualcalc.symbols import q2 as Q2
 
@@ -952,8 +953,6 @@ def _self(prog, gen, mod, A, want_ntk, chunk, threads):
     if hasattr(mod, "self_pass"):
         K, T, tab = run_self(gen, mod, A, threads)
         return K, (T if want_ntk else np.zeros_like(T)), tab
-    from dualcalc.conv_kernel import image_tables
-
     return image_tables(prog, A, want_ntk, chunk)
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import sympy as sp
 from sympy.printing.pycode import PythonCodePrinter
 
-from dualcalc.conv import ImageProgram, Op
+from dualcalc.program import ImageOp as Op, ImageProgram
 from dualcalc.symbols import q1 as Q1, q2 as Q2, rho as RHO
 
 # ---------------------------------------------------------------------------------------------

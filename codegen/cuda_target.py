@@ -33,7 +33,7 @@ from .cuda_env import (DEFAULT_ARCH, CXX_STD, compile_ptx, gpu_available, gpu_un
                        nvrtc_available, require_gpu)
 from .printers import CudaPrinter, dual_body
 
-GENERATOR_VERSION = "cuda-1"
+GENERATOR_VERSION = "cuda-2"  # 2: reads the network program (registers, branches)
 BLOCK = (32, 8)  # threads per block: 32 columns (coalesced) × 8 rows
 
 
@@ -194,22 +194,9 @@ def generate(spec: Program, get=("nngp", "ntk")) -> GeneratedCuda:
 
 def _generate(spec: Program, get) -> GeneratedCuda:
     want_k, want_t = "nngp" in get, "ntk" in get
-    outs = ", ".join(n for n, w in (("nngp", want_k), ("ntk", want_t)) if w)
-    L = [
-        "// " + "-" * 94,
-        "// dualcalc generated kernel (CUDA C for CuPy RawModule).  Generated text: regenerate it.",
-        f"// network : {spec.description}",
-        f"// outputs : {outs}",
-        "// recursion (neural-tangents conventions, docs/math.md §3):",
-        "//   input      K = <x, y>/d, Θ = 0",
-        "//   Dense      K <- W²·K + b²,  Θ <- W²·Θ + K   (standard: Θ <- width·K_old + W²·Θ + 1)",
-        "//   activation K <- k(q_x, q_y, K),  Θ <- Θ·kdot(q_x, q_y, K);  q_x = K(x, x) per point",
-        "//   LayerNorm  K, Θ <- K, Θ / sqrt((q_x + eps)(q_y + eps));  FanInSum: sums;  FanInProd:",
-        "//              K <- prod K_i, Θ <- sum_i Θ_i prod_(j != i) K_j  (a branch: a register read twice)",
-        "// variants  : fc_kernel_f64 (double) and fc_kernel_f32 (float)",
-        f"// dualcalc {cache.library_version()}, generator {GENERATOR_VERSION}",
-        "// " + "-" * 94,
-    ]
+    L = cache.banner("//", "dualcalc generated kernel (CUDA C for CuPy RawModule).  Generated text: regenerate it.",
+                     spec.description, get, GENERATOR_VERSION,
+                     extra=("variants  : fc_kernel_f64 (double) and fc_kernel_f32 (float)",))
     for precision, suffix in (("double", "f64"), ("float", "f32")):
         printer = CudaPrinter(precision)
         L += ["", f"// ===== {precision} =====", ""]

@@ -35,7 +35,7 @@ from dualcalc.program import Affine, Normalize, Pointwise, Prod, Program, Sum
 
 from .printers import NumbaPrinter, Pos, dual_body, q1 as Q1SYM, s1 as S1SYM
 
-GENERATOR_VERSION = "numba-1"
+GENERATOR_VERSION = "numba-2"  # 2: reads the network program (registers, branches)
 TILE_ROWS = 32
 TILE_COLS = 512
 #: LLVM may fuse a*b + c into one FMA (more accurate, never less); nothing else is relaxed.
@@ -352,19 +352,8 @@ def _generate(spec: Program, get) -> GeneratedModule:
     em = _Emitter(spec, want_k, want_t, hoist_rows)
     em.kernel()
     outs = ", ".join(n for n, w in (("nngp", want_k), ("ntk", want_t)) if w)
-    head = [
-        "# " + "-" * 94,
-        "# dualcalc generated kernel (Numba).  Generated text: regenerate it, don't edit it.",
-        f"# network : {spec.description}",
-        f"# outputs : {outs}",
-        "# recursion (neural-tangents conventions, docs/math.md §3):",
-        "#   input      K = <x, y>/d, Θ = 0",
-        "#   Dense      K <- W²·K + b²,  Θ <- W²·Θ + K   (standard: Θ <- width·K_old + W²·Θ + 1)",
-        "#   activation K <- k(q_x, q_y, K),  Θ <- Θ·kdot(q_x, q_y, K);  q_x = K(x, x) per point",
-        "#   LayerNorm  K, Θ <- K, Θ / sqrt((q_x + eps)(q_y + eps));  FanInSum: sums;  FanInProd:",
-        "#              K <- prod K_i, Θ <- sum_i Θ_i prod_(j != i) K_j  (a branch: a register read twice)",
-        f"# dualcalc {cache.library_version()}, generator {GENERATOR_VERSION}",
-        "# " + "-" * 94,
+    head = cache.banner("#", "dualcalc generated kernel (Numba).  Generated text: regenerate it, don't edit it.",
+                        spec.description, get, GENERATOR_VERSION) + [
         "import math",
         "",
         "import numpy as np",

@@ -39,7 +39,7 @@ __all__ = [
 _LAZY = {
     "KernelSketch": ".sketch", "SketchRidge": ".sketch",  # issue 5: random features, ridge on them
     "Conv": ".conv", "AvgPool": ".conv", "GlobalAvgPool": ".conv", "Flatten": ".conv",  # issue 6
-    "myrtle": ".conv",
+    "myrtle": ".architectures",
     "GPKernel": ".gp", "KernelRegressor": ".gp",  # issue 16: scikit-learn
 }
 _LAZY_MODULES = {"predict"}  # dc.predict.gp_inference(...), as nt.predict

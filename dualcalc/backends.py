@@ -37,7 +37,7 @@ def resolve_backend(backend: str) -> str:
 def run_backend(net, X: np.ndarray, Y: np.ndarray | None, *, get: Sequence[str], backend: str,
                 dtype=np.float64, **options):
     """Exact kernels of a fully connected network with a generated backend."""
-    from .network import Kernel, numpy_kernel, recursion_plan
+    from .reference import Kernel, numpy_kernel, recursion_plan
 
     backend = resolve_backend(backend)
     if backend == "numpy":

@@ -308,14 +308,7 @@ def _show(args) -> int:
         layers: list = [Dense(W_std=1.0, b_std=0.0)]
         for _ in range(args.depth):
             layers += [act, Dense(W_std=1.0, b_std=0.0)]
-        try:
-            print(serial(*layers).source(args.target))
-        except ImportError as exc:
-            if not _backends_missing(exc):
-                raise
-            raise BackendError(f"code generation for {args.target} is not available in this build "
-                               f"({exc.name} is missing)") from None
-        return 0
+        return _print_source(serial(*layers), args.target)
     dual = act.dual
     print(f"activation : {act.label}")
     print(f"formula    : sigma(x) = {sp.sstr(act.expr)}")
@@ -354,12 +347,16 @@ def _show_net(args) -> int:
         print(f"network : {net.program().description}")
         print(net.program().listing())
         return 0
+    return _print_source(net, args.target)
+
+
+def _print_source(net, target: str) -> int:
     try:
-        print(net.source(args.target))
+        print(net.source(target))
     except ImportError as exc:
         if not _backends_missing(exc):
             raise
-        raise BackendError(f"code generation for {args.target} is not available in this build "
+        raise BackendError(f"code generation for {target} is not available in this build "
                            f"({exc.name} is missing)") from None
     return 0
 

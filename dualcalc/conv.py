@@ -13,19 +13,19 @@ covariance K[i, j] (pixel i of x, pixel j of y) and the NTK Θ[i, j] (docs/math.
   (neural-tangents' Flatten of infinitely many channels); after either, the state is a number
 * Dense on an image acts on the channels of every pixel: K ← W² K + b², Θ ← W² Θ + K_new.
 
-:func:`myrtle` builds the Myrtle-5/7/10 networks of Shankar et al. (2020) exactly as the
-neural-tangents Myrtle example and the paper's CNTK-sketch code lay them out.
+:func:`dualcalc.architectures.myrtle` builds the Myrtle-5/7/10 networks from these layers.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
 from .bounds import MAX_STD
 from .errors import InputError, ParameterError
+from .program import ImageOp as Op, ImageProgram  # noqa: F401 - re-exported (the image program)
 
 
 def _std(v, name: str, layer: str) -> float:
@@ -112,34 +112,10 @@ class Flatten:
 CONV_KINDS = ("conv", "pool", "gap", "flatten")
 
 #: Conv+activation blocks per stage of Myrtle-d (Shankar et al. 2020; neural-tangents example).
-MYRTLE_STAGES = {5: (2, 1, 1), 7: (2, 2, 2), 10: (3, 3, 3)}
-
-
-def myrtle(depth: int = 5, activation="relu", *, W_std: float = float(np.sqrt(2.0)), b_std: float = 0.0):
-    """The Myrtle-d network (d = 5, 7, 10) as in neural-tangents' Myrtle example:
-
-    ``[Conv(3×3, SAME), act] × s1, AvgPool(2), [Conv, act] × s2, AvgPool(2), [Conv, act] × s3,
-    AvgPool(2) × 3, Flatten, Dense`` with (s1, s2, s3) = {5: (2,1,1), 7: (2,2,2), 10: (3,3,3)},
-    W_std = √2, b_std = 0.  For 32×32 inputs the five poolings reduce the image to 1×1.
-    """
-    from .network import Dense, serial
-
-    if depth not in MYRTLE_STAGES:
-        raise ParameterError(f"Myrtle depth must be one of {sorted(MYRTLE_STAGES)}, got {depth!r}")
-    s1, s2, s3 = MYRTLE_STAGES[depth]
-
-    def block(k):
-        return [Conv(W_std, b_std, (3, 3), "SAME"), activation] * k
-
-    layers = block(s1) + [AvgPool((2, 2))] + block(s2) + [AvgPool((2, 2))] + block(s3)
-    layers += [AvgPool((2, 2))] * 3 + [Flatten(), Dense(W_std, b_std)]
-    return serial(*layers)
-
-
 def layer_kind(layer) -> str:
     """"conv", "pool", "gap", "flatten", "dense" or "act" (anything else: "other")."""
     from .activation import Activation
-    from .network import Dense
+    from .layers import Dense
 
     if isinstance(layer, Dense):
         return "dense"
@@ -154,50 +130,8 @@ def is_conv_network(net) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# The layer program for images: what the reference recursion and the emitters read.
-@dataclass(frozen=True)
-class Op:
-    """One step of the image-kernel recursion, with its input and output shapes.
-
-    ``kind``: "conv" (w2, b2, fh, fw, ph, pw = padding before, in height/width), "act" (act),
-    "pool" (fh, fw = window), "flatten", "gap", "dense" (w2, b2).  ``hin, win`` / ``hout, wout``
-    are the image sizes before and after (0, 0 once the state is a number).
-    """
-
-    kind: str
-    hin: int
-    win: int
-    hout: int
-    wout: int
-    w2: float = 0.0
-    b2: float = 0.0
-    fh: int = 1
-    fw: int = 1
-    ph: int = 0
-    pw: int = 0
-    act: object = field(default=None, compare=False)
-
-    @property
-    def spatial(self) -> bool:
-        return self.hin > 0
-
-
-@dataclass(frozen=True)
-class ImageProgram:
-    ops: tuple[Op, ...]
-    height: int
-    width: int
-    channels: int
-
-    @property
-    def pixels(self) -> int:
-        return self.height * self.width
-
-    @property
-    def act_ops(self) -> list[int]:
-        return [i for i, op in enumerate(self.ops) if op.kind == "act"]
-
-
+# The layer program for images (its operations: dualcalc.program.ImageOp): what the reference
+# recursion and the emitters read.
 def image_program(net, input_shape: Sequence[int]) -> ImageProgram:
     """Check the network against images of shape (H, W, C) and lay out its recursion."""
     if len(input_shape) != 3:

@@ -224,7 +224,7 @@ def dask_kernel(net, X, Y=None, *, get: Sequence[str] | str = ("nngp", "ntk"), b
     so choose row chunks whose tile fits a worker: a tile holds len(get)·a·b numbers.
     Data errors (NaN/Inf) surface when the tile holding them is computed.
     """
-    from .network import Kernel
+    from .reference import Kernel
 
     get = (get,) if isinstance(get, str) else tuple(get)
     bad = set(get) - {"nngp", "ntk"}

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .errors import BackendError
+from .errors import BackendError, ParameterError
 
 #: variances of the k(ρ) and k̇(ρ) panels
 PLOT_VARIANCES = (0.5, 1.0, 2.0)
@@ -37,12 +37,11 @@ def plot_activation(act, *, variances: Sequence[float] = PLOT_VARIANCES, degree:
                     x_range: tuple[float, float] = (-4.0, 4.0), n_rho: int = 201, figsize=(10.0, 7.0)):
     """σ, k(ρ), k̇(ρ) at a few variances and the Hermite coefficient decay of ``act``.
 
-    ``act`` is an :class:`~dualcalc.activation.Activation` (or a name/formula).
-    Returns the :class:`matplotlib.figure.Figure`.
+    ``act`` is an :class:`~dualcalc.activation.Activation` (``dc.activation(name)`` makes one
+    from a name or formula).  Returns the :class:`matplotlib.figure.Figure`.
     """
-    from .activation import activation
-
-    act = activation(act)
+    if not (hasattr(act, "dual") and hasattr(act, "function")):
+        raise ParameterError(f"plot_activation takes an Activation (dc.activation(...)), got {act!r}")
     with warnings.catch_warnings():  # accuracy notes of Hermite duals belong to act.dual, not the plot
         warnings.simplefilter("ignore", RuntimeWarning)
         return _plot(act, variances, degree, x_range, n_rho, figsize)

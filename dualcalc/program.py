@@ -20,6 +20,9 @@ row of the per-point arrays the runtime computes once, O(n·depth), by running t
 program on the diagonal (:func:`dualcalc.network.recursion_plan`).  The program is made by
 one lowering from the layers (:mod:`dualcalc.layers`); it knows nothing of layer classes,
 and :attr:`Program.key` is everything the generated text depends on.
+
+Convolutional networks have their own program for now, :class:`ImageProgram` (image sizes,
+filters and pools per step; :func:`dualcalc.conv.image_program`).
 """
 from __future__ import annotations
 
@@ -306,3 +309,48 @@ class Builder:
     def finish(self, x, description: str) -> Program:
         x = self.one(x, "the network's output")
         return Program(tuple(self.ops), x, description)
+
+
+# ---------------------------------------------------------------------------------------------
+# The program of a convolutional network (made by dualcalc.conv.image_program)
+@dataclass(frozen=True)
+class ImageOp:
+    """One step of the image-kernel recursion, with its input and output shapes.
+
+    ``kind``: "conv" (w2, b2, fh, fw, ph, pw = padding before, in height/width), "act" (act),
+    "pool" (fh, fw = window), "flatten", "gap", "dense" (w2, b2).  ``hin, win`` / ``hout, wout``
+    are the image sizes before and after (0, 0 once the state is a number).
+    """
+
+    kind: str
+    hin: int
+    win: int
+    hout: int
+    wout: int
+    w2: float = 0.0
+    b2: float = 0.0
+    fh: int = 1
+    fw: int = 1
+    ph: int = 0
+    pw: int = 0
+    act: object = field(default=None, compare=False)
+
+    @property
+    def spatial(self) -> bool:
+        return self.hin > 0
+
+
+@dataclass(frozen=True)
+class ImageProgram:
+    ops: tuple[ImageOp, ...]
+    height: int
+    width: int
+    channels: int
+
+    @property
+    def pixels(self) -> int:
+        return self.height * self.width
+
+    @property
+    def act_ops(self) -> list[int]:
+        return [i for i, op in enumerate(self.ops) if op.kind == "act"]

@@ -39,3 +39,18 @@ def _warnings_shown_afresh():
     from dualcalc import warn
 
     warn.reset()
+
+
+@pytest.fixture(scope="session")
+def neural_tangents():
+    """The neural-tangents package in float64 (JAX x64 on), or a skip saying how to install it."""
+    try:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+        import neural_tangents
+    except Exception as err:  # noqa: BLE001 - any import failure means "not available"
+        pytest.skip(f"neural-tangents is not importable ({type(err).__name__}: {err}); "
+                    "pip install 'dualcalc[bench]' to run these comparisons")
+    return neural_tangents

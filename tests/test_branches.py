@@ -41,19 +41,8 @@ def _rel(mine, ref):
 # ----------------------------------------------------------------------------------------------
 # neural-tangents
 @pytest.fixture(scope="module")
-def stax():
-    try:
-        import os
-
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        import jax
-
-        jax.config.update("jax_enable_x64", True)
-        from neural_tangents import stax
-    except Exception as err:  # noqa: BLE001 - any import failure means "not available"
-        pytest.skip(f"neural-tangents is not importable ({type(err).__name__}: {err}); "
-                    "pip install 'dualcalc[bench]' to run these comparisons")
-    return stax
+def stax(neural_tangents):
+    return neural_tangents.stax
 
 
 def _pairs(stax):

@@ -16,7 +16,8 @@ import pytest
 import scipy.special as ss
 
 import dualcalc as dc
-from dualcalc.conv import AvgPool, Conv, Flatten, GlobalAvgPool, image_program, myrtle
+from dualcalc.architectures import myrtle
+from dualcalc.conv import AvgPool, Conv, Flatten, GlobalAvgPool, image_program
 from dualcalc.conv_kernel import conv_kernel, conv_source
 from dualcalc.errors import InputError, ParameterError
 

@@ -7,9 +7,10 @@ module exists, else to ``P`` itself (its ``__init__``). A module reached only th
 package (``import a.b.c`` running ``a/__init__``) is not an edge: a package's ``__init__``
 counts where it is named.
 
-The edges of ``ALLOWED`` break the known cycles that go away with the network program (IR) of
-issue 13; the test also fails when one of them no longer exists or is no longer needed to
-break a cycle, so the list can only shrink.
+``ALLOWED`` is empty: the network program (IR) of issue 13 removed the last cycles (Network
+dispatches to the runtime, which reads the program, never the network; the NumPy references
+sit below the emitters).  The test also fails when an entry no longer exists or is no longer
+needed to break a cycle, so the list can only shrink.
 """
 from __future__ import annotations
 
@@ -19,25 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("dualcalc", "codegen")
 
-#: The fewest import edges whose removal leaves no cycle, (importer, imported); each one is
-#: needed (the test fails on one that is not). Remove an entry with its import.
-ALLOWED = frozenset({
-    # Network dispatches to the runtime from its methods (Network.kernel -> backends, Dask,
-    # conv_kernel; .source -> backends). With the IR the layers only lower to the program and
-    # an api module above backends runs it. (codegen.ir and codegen.conv_* still import the
-    # layer classes -- Dense, layer_program, ImageProgram -- the other half of these cycles,
-    # which the IR removes too.)
-    ("dualcalc.network", "dualcalc.backends"),
-    ("dualcalc.network", "dualcalc.conv_kernel"),
-    ("dualcalc.network", "dualcalc.distributed"),
-    # The Numba conv target takes the Hermite nets' per-pixel tables from the NumPy self
-    # recursion of dualcalc.conv_kernel, which dispatches to the target: the reference moves
-    # below codegen (plan/reference) with the IR.
-    ("codegen.conv_numba", "dualcalc.conv_kernel"),
-    # Activation.plot() (public API) calls plotting, which resolves names through activation();
-    # goes when plotting moves to the tools layer and takes an Activation only.
-    ("dualcalc.activation", "dualcalc.plotting"),
-})
+#: Edges allowed to close a cycle: none (issue 13 removed the last five). Keep it empty.
+ALLOWED = frozenset()
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:
@@ -160,3 +144,18 @@ def test_leaf_modules_import_nothing_of_ours():
     g = import_graph()
     for leaf in ("dualcalc._version", "dualcalc.errors", "dualcalc.fileio", "dualcalc.symbols"):
         assert g[leaf] == set(), (leaf, g[leaf])
+
+
+#: What codegen may read of dualcalc: the programs, the duals' data, symbols, errors, files, and
+#: the NumPy self pass of images (the per-pixel plan of Hermite networks) -- never the layer
+#: classes (dualcalc.layers, .network, .conv, .activation) or the runtime that calls codegen.
+CODEGEN_READS = frozenset({"dualcalc._version", "dualcalc.bvn", "dualcalc.conv_reference", "dualcalc.dual",
+                           "dualcalc.errors", "dualcalc.fileio", "dualcalc.program", "dualcalc.symbols",
+                           "dualcalc.warn"})
+
+
+def test_codegen_reads_only_the_program():
+    g = import_graph()
+    bad = sorted((m, t) for m, ts in g.items() if m.startswith("codegen") for t in ts
+                 if t.startswith("dualcalc") and t not in CODEGEN_READS)
+    assert not bad, f"codegen imports beyond the program and its data: {bad}"

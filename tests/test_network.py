@@ -274,19 +274,8 @@ def test_cuda_without_gpu_is_a_specific_error():
 # ----------------------------------------------------------------------------------------------
 # neural-tangents (optional; installed in CI with the "bench" extra)
 @pytest.fixture(scope="module")
-def nt():
-    try:
-        import os
-
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        import jax
-
-        jax.config.update("jax_enable_x64", True)
-        from neural_tangents import stax
-    except Exception as err:  # noqa: BLE001 - any import failure means "not available"
-        pytest.skip(f"neural-tangents is not importable ({type(err).__name__}: {err}); "
-                    "pip install 'dualcalc[bench]' to run these comparisons")
-    return stax
+def nt(neural_tangents):
+    return neural_tangents.stax
 
 
 def _nt_pairs(stax):

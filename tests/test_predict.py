@@ -6,7 +6,6 @@ finite-time mean; a dense matrix exponential for the finite-time covariance.
 """
 from __future__ import annotations
 
-import os
 import warnings
 
 import numpy as np
@@ -34,16 +33,7 @@ def _err(a, b):
 
 
 @pytest.fixture(scope="module")
-def nt():
-    try:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        import jax
-
-        jax.config.update("jax_enable_x64", True)
-        import neural_tangents
-    except Exception as err:  # noqa: BLE001 - any import failure means "not available"
-        pytest.skip(f"neural-tangents is not importable ({type(err).__name__}: {err}); "
-                    "pip install 'dualcalc[bench]' to run these comparisons")
+def nt(neural_tangents):
     return neural_tangents
 
 
