@@ -12,6 +12,11 @@ CuPy is imported only inside the functions: importing this module costs nothing 
 from __future__ import annotations
 
 import functools
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
 
 from dualcalc.errors import BackendError
 
@@ -85,3 +90,42 @@ def compile_ptx(source: str, arch: str = DEFAULT_ARCH, name: str = "dualcalc.cu"
     finally:
         nvrtc.destroyProgram(prog)
     return ptx.decode() if isinstance(ptx, bytes) else ptx
+
+
+#: What the CUDA C of the generated kernels needs to compile as C++ on the host (CPU emulation:
+#: one thread at a time; the launch loops are the caller's).
+CPU_PRELUDE = r"""
+#include <math.h>
+struct dc_dim3 { unsigned x, y, z; };
+static dc_dim3 blockIdx, threadIdx, blockDim, gridDim;
+#define __global__
+#define __device__ static inline
+#define __forceinline__
+#define __shared__ static
+#define __restrict__
+#define __syncthreads()
+"""
+
+
+def cxx_compiler() -> str | None:
+    """The host C++ compiler for the CPU emulation ($CXX, else g++, c++ or clang++), or None."""
+    return os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+
+
+def compile_for_cpu(source: str, name: str):
+    """``source`` (CUDA C written for :data:`CPU_PRELUDE`, with ``extern "C"`` launchers) built as a
+    shared library by the host compiler and loaded with ctypes: the tests' way to run generated CUDA
+    without a GPU.  A missing compiler or a compile error is a :class:`BackendError`."""
+    import ctypes
+
+    cxx = cxx_compiler()
+    if cxx is None:
+        raise BackendError("no C++ compiler found to emulate the CUDA source on the CPU (set $CXX)")
+    d = Path(tempfile.mkdtemp(prefix="dualcalc_cuda_emu_"))
+    src, lib = d / f"{name}.cpp", d / f"{name}.so"
+    src.write_text(source)
+    r = subprocess.run([cxx, "-O1", "-shared", "-fPIC", "-x", "c++", str(src), "-o", str(lib)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise BackendError(f"the generated CUDA source does not compile for CPU emulation:\n{r.stderr[-4000:]}")
+    return ctypes.CDLL(str(lib))

@@ -29,8 +29,8 @@ from dualcalc.errors import InputError
 from dualcalc.program import Affine, Normalize, Pointwise, Prod, Program, Sum
 
 from . import cache, mathlib
-from .cuda_env import (DEFAULT_ARCH, CXX_STD, compile_ptx, gpu_available, gpu_unavailable_reason,  # noqa: F401
-                       nvrtc_available, require_gpu)
+from .cuda_env import (CPU_PRELUDE, CXX_STD, DEFAULT_ARCH, compile_for_cpu, compile_ptx,  # noqa: F401
+                       gpu_available, gpu_unavailable_reason, nvrtc_available, require_gpu)
 from .printers import CudaPrinter, dual_body
 
 GENERATOR_VERSION = "cuda-2"  # 2: reads the network program (registers, branches)
@@ -66,17 +66,23 @@ def _dual_device(op: Pointwise, printer: CudaPrinter, suffix: str) -> list[str]:
     return lines
 
 
-def _kernel(spec: Program, printer: CudaPrinter, suffix: str, want_k: bool, want_t: bool) -> list[str]:
-    T = printer.ctype
-    lit = printer._lit
-    herm = [op for op in spec.act_ops() if op.method == HERMITE]
+def _params(spec: Program, T: str) -> list[str]:
+    """The kernel's parameters ("type name") for element type ``T``."""
     args = [f"{T}* __restrict__ K", f"{T}* __restrict__ Tm", "const long long r0", "const long long m",
             "const long long n1", "const long long n2", "const int sym", f"const {T} inv_d", f"const {T} d_in",
             f"const {T}* __restrict__ Q1", f"const {T}* __restrict__ Q2", f"const {T}* __restrict__ S1",
             f"const {T}* __restrict__ S2", f"const {T}* __restrict__ R1", f"const {T}* __restrict__ R2"]
-    for op in herm:
-        h = op.hermite_slot
-        args += [f"const {T}* __restrict__ HX{h}", f"const {T}* __restrict__ HY{h}", f"const int deg{h}"]
+    for op in spec.act_ops():
+        if op.method == HERMITE:
+            h = op.hermite_slot
+            args += [f"const {T}* __restrict__ HX{h}", f"const {T}* __restrict__ HY{h}", f"const int deg{h}"]
+    return args
+
+
+def _kernel(spec: Program, printer: CudaPrinter, suffix: str, want_k: bool, want_t: bool) -> list[str]:
+    T = printer.ctype
+    lit = printer._lit
+    args = _params(spec, T)
     name = f"fc_kernel_{suffix}"
     L = [f'extern "C" __global__ void {name}(']
     L += ["    " + a + ("," if k < len(args) - 1 else ")") for k, a in enumerate(args)]
@@ -248,11 +254,61 @@ def _module(gen: GeneratedCuda):
 
 # ------------------------------------------------------------------------------------------------
 # running
+class _Emulated:
+    """The generated source compiled for the CPU (:func:`codegen.cuda_env.compile_for_cpu`), its two
+    kernels called through ctypes with the launch loops of a grid: what the tests run without a GPU."""
+
+    def __init__(self, spec: Program, gen: GeneratedCuda):
+        drivers = []
+        self.argtypes = {}
+        for name, T in zip(gen.kernels, ("double", "float"), strict=True):
+            params = _params(spec, T)
+            names = ", ".join(p.split()[-1] for p in params)
+            drivers += [f'extern "C" void launch_{name}(unsigned gx, unsigned gy, unsigned bx, unsigned by, '
+                        + ", ".join(params) + ") {",
+                        "    blockDim.x = bx; blockDim.y = by; blockDim.z = 1; gridDim.x = gx; gridDim.y = gy;",
+                        "    for (unsigned y = 0; y < gy; ++y) for (unsigned x = 0; x < gx; ++x)",
+                        "        for (unsigned ty = 0; ty < by; ++ty) for (unsigned tx = 0; tx < bx; ++tx) {",
+                        "            blockIdx.x = x; blockIdx.y = y; threadIdx.x = tx; threadIdx.y = ty;",
+                        f"            {name}({names});",
+                        "        }",
+                        "}"]
+            self.argtypes[name] = [_ctype(p) for p in params]
+        self.lib = compile_for_cpu(CPU_PRELUDE + gen.source + "\n".join(drivers) + "\n", f"dc_cuda_{gen.digest}")
+
+    def get_function(self, name: str):
+        import ctypes
+
+        f = getattr(self.lib, f"launch_{name}")
+        f.restype = None
+        f.argtypes = [ctypes.c_uint] * 4 + self.argtypes[name]
+
+        def launch(grid, block, args):
+            vals = [a.ctypes.data if isinstance(a, np.ndarray) else a.item() if isinstance(a, np.generic) else a
+                    for a in args]
+            f(*grid, *block, *vals)
+        return launch
+
+
+def _ctype(param: str):
+    import ctypes
+
+    if "*" in param:
+        return ctypes.c_void_p
+    kind = param.split()[-2]
+    return {"long": ctypes.c_longlong, "int": ctypes.c_int, "double": ctypes.c_double,
+            "float": ctypes.c_float}[kind]
+
+
 def run(spec: Program, plan, X: np.ndarray, Y: np.ndarray | None, get, dtype, *, block_size=None,
-        progress=None, precision=None, return_device=False):
-    """Exact kernels on the GPU; returns (K, T) as NumPy arrays (CuPy with return_device=True)."""
-    require_gpu("backend='cuda'")
-    import cupy
+        progress=None, precision=None, return_device=False, emulate=False):
+    """Exact kernels on the GPU; returns (K, T) as NumPy arrays (CuPy with return_device=True).
+    ``emulate=True``: the same source compiled for the CPU, NumPy arrays (tests without a GPU)."""
+    if emulate:
+        cupy = _NumpyAsCupy
+    else:
+        require_gpu("backend='cuda'")
+        import cupy
 
     gen = generate(spec, get)
     dtype = np.dtype(dtype)
@@ -261,7 +317,8 @@ def run(spec: Program, plan, X: np.ndarray, Y: np.ndarray | None, get, dtype, *,
     if precision not in ("double", "float"):
         raise InputError(f"precision must be 'double' or 'float', got {precision!r}")
     ct = np.float64 if precision == "double" else np.float32
-    fn = _module(gen).get_function(gen.kernels[0] if precision == "double" else gen.kernels[1])
+    mod = _emulated(spec, gen) if emulate else _module(gen)
+    fn = mod.get_function(gen.kernels[0] if precision == "double" else gen.kernels[1])
     sym = Y is None
     n1, d = X.shape
     n2 = n1 if sym else Y.shape[0]
@@ -284,7 +341,7 @@ def run(spec: Program, plan, X: np.ndarray, Y: np.ndarray | None, get, dtype, *,
                        cupy.asarray(np.ascontiguousarray(s.Ry.T), dtype=ct), np.int32(s.Rx.shape[1] - 1)]
     item = np.dtype(ct).itemsize
     n_out = int(gen.want_k) + int(gen.want_t)
-    free = cupy.cuda.runtime.memGetInfo()[0]
+    free = (1 << 40) if emulate else cupy.cuda.runtime.memGetInfo()[0]
     whole = n1 * n2 * item * n_out < 0.6 * free
     if block_size is None:
         bs = n1 if whole else max(1, int(0.4 * free / (n2 * item * n_out)))
@@ -322,5 +379,26 @@ def run(spec: Program, plan, X: np.ndarray, Y: np.ndarray | None, get, dtype, *,
                 K[r0:r1] = cupy.asnumpy(Kd[:m]).astype(dtype, copy=False)
             if gen.want_t:
                 T[r0:r1] = cupy.asnumpy(Td[:m]).astype(dtype, copy=False)
-    cupy.cuda.Device().synchronize()
+    if not emulate:
+        cupy.cuda.Device().synchronize()
     return K, T
+
+
+class _NumpyAsCupy:
+    """The few CuPy calls :func:`run` makes, on the host (emulation)."""
+
+    asarray, empty, matmul, arange = np.asarray, np.empty, np.matmul, np.arange
+
+    @staticmethod
+    def asnumpy(a):
+        return np.asarray(a)
+
+
+_EMULATED: dict = {}
+
+
+def _emulated(spec: Program, gen: GeneratedCuda) -> _Emulated:
+    emu = _EMULATED.get(gen.digest)
+    if emu is None:
+        emu = _EMULATED[gen.digest] = _Emulated(spec, gen)
+    return emu

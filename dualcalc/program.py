@@ -34,6 +34,7 @@ import sympy as sp
 
 from .dual import HERMITE
 from .errors import ParameterError
+from .warn import warn
 
 
 @dataclass(frozen=True)
@@ -232,15 +233,22 @@ class Builder:
         self.ops: list = [Input()]
         self.gaussian: list[bool] = [True]
         self.width: list = [self.INPUT_WIDTH]
+        # per register, the registers whose pre-activations it is a function of without fresh
+        # weights in between (an Affine starts a new root): branches that share a root are
+        # dependent, which the fan-in formulas do not account for
+        self.roots: list[frozenset] = [frozenset({0})]
         self._names: dict[tuple, str] = {}
         self._n_hermite = 0
         self._n_slots = 0
 
     def _add(self, op, gaussian: bool, width) -> int:
+        r = len(self.ops)
         self.ops.append(op)
         self.gaussian.append(gaussian)
         self.width.append(width)
-        return len(self.ops) - 1
+        self.roots.append(frozenset({r}) if isinstance(op, Affine) else
+                          frozenset().union(*(self.roots[s] for s in op.srcs)))
+        return r
 
     @staticmethod
     def one(x, what: str) -> int:
@@ -302,6 +310,14 @@ class Builder:
         if width == "same":
             widths = {self.width[r] for r in x}
             width = widths.pop() if len(widths) == 1 else None
+        shared = [(i, j) for i in range(len(x)) for j in range(i + 1, len(x)) if self.roots[x[i]] & self.roots[x[j]]]
+        if shared:
+            i, j = shared[0]
+            warn(f"{label}: branches {i} and {j} read the same pre-activations with no Dense of their own in "
+                 "between, so in a finite network they are dependent; the kernel (neural-tangents' formula, "
+                 "which assumes independent branches) does not describe that network. Give each branch a "
+                 "Dense layer (a residual block's Identity shortcut is fine when the other branch has one)",
+                 key=("dependent-branches", label, i, j))
         gaussian = all(self.gaussian[r] for r in x) if kind is Sum else (len(x) == 1 and self.gaussian[x[0]])
         op = kind(tuple(x), label) if weights is None else kind(tuple(x), label, tuple(float(w) for w in weights))
         return self._add(op, gaussian, width)

@@ -189,6 +189,30 @@ def test_cuda_source_of_branches_compiles():
     assert ".entry fc_kernel_f64" in ptx and ".entry fc_kernel_f32" in ptx
 
 
+def test_cuda_source_of_branches_runs_on_cpu_emulation():
+    """The same CUDA source, compiled for the CPU by the host C++ compiler and launched over its
+    grid (codegen.cuda_target.run(emulate=True)): every branch operation, a Hermite activation,
+    standard parameterization and a delta σ', against the NumPy reference; double ≤ 1e-12,
+    float ≤ 1e-5 relative."""
+    from codegen.cuda_env import cxx_compiler
+    from dualcalc.reference import recursion_plan
+
+    if cxx_compiler() is None:
+        pytest.skip("no C++ compiler to emulate the CUDA source on the CPU")
+    net = dc.serial(dc.Dense(1.3, 0.2, "standard", out_dim=4), _block(dc.activation("relu")), dc.LayerNorm(),
+                    "tanh", dc.Dense(W, B, out_dim=4), dc.FanOut(3), dc.parallel("erf", "sign", dc.Identity()),
+                    dc.FanInProd(), dc.FanOut(2), dc.parallel(dc.Dense(out_dim=2), dc.Dense(out_dim=6)),
+                    dc.FanInConcat(), dc.Dense())
+    Xe, Ye = _data(37, seed=3), _data(29, seed=4)
+    for YY in (None, Ye):
+        ref = net.kernel(Xe, YY, backend="numpy")
+        plan = recursion_plan(net, Xe, YY)
+        for precision, tol in (("double", 1e-12), ("float", 1e-5)):
+            K, T = cuda_target.run(net.program(), plan, Xe, YY, ("nngp", "ntk"), np.float64, precision=precision,
+                                   emulate=True)
+            assert _rel(K, ref.nngp) < tol and _rel(T, ref.ntk) < tol, (YY is None, precision)
+
+
 def test_dask_tiles_of_a_residual_network():
     da = pytest.importorskip("dask.array")
     net = dc.serial(dc.Dense(W, B), _block(dc.activation("erf")), dc.LayerNorm(), "relu", dc.Dense(W, B))
@@ -291,3 +315,18 @@ def test_layernorm_of_a_zero_variance_point():
 def test_branches_are_not_exported_to_stax_yet():
     with pytest.raises(ParameterError, match="serial"):
         dc.serial(dc.Dense(), _block(dc.activation("relu")), dc.Dense()).source("jax")
+
+
+def test_dependent_branches_warn():
+    """A fan-in of branches that share pre-activations without a Dense of their own (relu(z)·z) is
+    not what the kernel formula describes (tests/test_branches_mc.py: 200% off); it warns, as
+    neural-tangents does. A residual block (Identity beside a branch with Dense layers) does not."""
+    import warnings
+
+    with pytest.warns(UserWarning, match="branches 0 and 1 read the same pre-activations"):
+        dc.serial(dc.Dense(), dc.FanOut(2), dc.parallel("relu", dc.Identity()), dc.FanInProd(), dc.Dense()).program()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dc.serial(dc.Dense(), _block(dc.activation("relu")), _block(dc.activation("erf")), dc.Dense()).program()
+        dc.serial(dc.Dense(), dc.FanOut(2), dc.parallel("relu", dc.serial("erf", dc.Dense(), "relu")), dc.FanInProd(),
+                  dc.Dense()).program()

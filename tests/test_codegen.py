@@ -236,6 +236,26 @@ def test_cuda_matches_numpy(name):
         _close(f32.nngp, ref.nngp, rtol=1e-4)
 
 
+@pytest.mark.parametrize("name", ["relu", "gelu", "tanh"])
+def test_cuda_source_matches_numpy_on_cpu_emulation(name):
+    """The CUDA source of the same networks, compiled for the CPU by the host C++ compiler
+    (cuda_target.run(emulate=True); no GPU needed): panels of rows and K(X, X) in one panel."""
+    from codegen.cuda_env import cxx_compiler
+    from dualcalc.reference import recursion_plan
+
+    if cxx_compiler() is None:
+        pytest.skip("no C++ compiler to emulate the CUDA source on the CPU")
+    net = _net(ACTIVATIONS[name]())
+    X, Y = _data(70, seed=1), _data(33, seed=2)
+    for YY in (None, Y):
+        ref = net.kernel(X, YY, backend="numpy")
+        for bs in (None, 16):
+            K, T = cuda_target.run(net.program(), recursion_plan(net, X, YY), X, YY, ("nngp", "ntk"), np.float64,
+                                   block_size=bs, emulate=True)
+            _close(K, ref.nngp)
+            _close(T, ref.ntk)
+
+
 # ----------------------------------------------------------------------------------------------
 # cache
 def test_cache_hit_across_processes(tmp_path):
