@@ -11,6 +11,11 @@ r_l(q) = q^{p/2} r_l(1) exactly.  Many distinct variances are handled on a log-s
 with cubic-spline interpolation in log q on one fixed grid per activation (the same for
 every batch, so features do not depend on chunking), refined until the spline matches fresh quadrature
 at the grid midpoints to 1e-10 relative.
+
+The sketch reads the network's program (:mod:`dualcalc.program`, :func:`sketch_program`):
+the diagonal recursion and the degree choice run it register by register, branches
+(Sum, Prod) and LayerNorm (Normalize) included; :func:`fc_program` gives the flat
+dense/activation rows of a serial program, which the homogeneous method reads.
 """
 from __future__ import annotations
 
@@ -21,29 +26,51 @@ from scipy.interpolate import CubicSpline
 from .. import hermite as H
 from ..activation import Activation
 from ..dual import HERMITE
-from ..errors import ParameterError
-from ..network import Network, layer_program
+from ..errors import InputError, ParameterError
+from ..network import Network
+from ..program import Affine, Input, Normalize, Pointwise, Program, Prod, Sum
 from ..warn import warn
 
-__all__ = ["fc_program", "CoefficientTable", "diagonal_recursion", "choose_degrees", "homogeneous_degree"]
+__all__ = ["sketch_program", "fc_program", "CoefficientTable", "diagonal_recursion", "choose_degrees",
+           "homogeneous_degree"]
 
 #: Variances interpolated on the activation's fixed log-q spline grid; quadrature outside it.
 GRID_RANGE = (1e-4, 1e4)
 
 
-def fc_program(net: Network) -> list[tuple]:
-    """The network's layer program, checked to be a fully connected serial network."""
+def sketch_program(net: Network) -> Program:
+    """The network's program (:meth:`Network.program`), checked to hold only operations the
+    layer-wise sketch runs: Dense, activations, FanInSum/FanInConcat with non-negative weights,
+    FanInProd and LayerNorm."""
     if not isinstance(net, Network):
         raise ParameterError(f"net must be a dualcalc network made with dc.serial(...), got {type(net).__name__}")
-    prog = layer_program(net)
-    for op in prog:
-        if op[0] not in ("dense", "act"):
-            raise ParameterError(
-                f"KernelSketch sketches fully connected serial networks (Dense layers and activations); "
-                f"layer {op[1]!r} is not supported")
-    if not prog or prog[0][0] != "dense":
-        raise ParameterError("the network must start with a Dense layer")
+    prog = net.program()
+    for op in prog.ops:
+        if not isinstance(op, Input | Affine | Pointwise | Normalize | Sum | Prod):
+            raise ParameterError(f"KernelSketch cannot sketch the operation {op.label!r} of this network")
+        if isinstance(op, Sum) and getattr(op, "weights", None) is not None and min(op.weights) < 0:
+            raise ParameterError(f"{op.label}: a weighted sum with a negative weight {min(op.weights)!r} is not "
+                                 "a kernel of random features (K may be indefinite); KernelSketch needs weights ≥ 0")
     return prog
+
+
+def fc_program(net: Network | Program) -> list[tuple] | None:
+    """The flat rows ``("dense", W², b², std)`` (``std`` None for the NTK parameterization, else
+    the input width, "d" for the data dimension) and ``("act", Activation)`` of a serial
+    Dense/activation program (what the homogeneous method reads); None when the program has
+    branches or LayerNorm."""
+    prog = sketch_program(net) if isinstance(net, Network) else net
+    if not prog.serial:
+        return None
+    rows: list[tuple] = []
+    for op in prog.ops[1:]:
+        if isinstance(op, Affine):
+            rows.append(("dense", op.w2, op.b2, None if not op.standard else (op.width if op.width is not None else "d")))
+        elif isinstance(op, Pointwise):
+            rows.append(("act", op.act))
+        else:
+            return None
+    return rows
 
 
 def homogeneous_degree(act: Activation) -> float | None:
@@ -144,25 +171,74 @@ class CoefficientTable:
         return self._spl
 
 
-def diagonal_recursion(prog: list[tuple], q0: np.ndarray, d: int, moments) -> dict:
+def _wsum(xs, weights):
+    """Σ w_i x_i (weights None: all 1), in source order."""
+    out = xs[0] if weights is None else weights[0] * xs[0]
+    for i in range(1, len(xs)):
+        out = out + (xs[i] if weights is None else weights[i] * xs[i])
+    return out
+
+
+def _wprod(xs):
+    out = xs[0]
+    for x in xs[1:]:
+        out = out * x
+    return out
+
+
+def norm_offset(op: Normalize, q: np.ndarray, where: str = "X") -> np.ndarray:
+    """q + ε of a LayerNorm's input, refused (InputError) where it is 0 (eps = 0, zero rows)."""
+    e = q + op.eps
+    if not np.all(e > 0):
+        raise InputError(f"{op.label}: row {int(np.flatnonzero(~(e > 0))[0])} of {where} has zero variance "
+                         "there, which LayerNorm with eps=0 cannot normalise")
+    return e
+
+
+def diagonal_recursion(prog: Program | list[tuple], q0: np.ndarray, d: int, moments) -> dict:
     """Exact per-point diagonals through the network (O(n · depth)).
 
     ``moments[a](q)`` returns k(q, q, q) for activation number a.  Returns
-    ``{"pre": [q before activation a], "nngp": final K(x,x), "ntk": final Θ(x,x) or None}``
-    (the NTK diagonal is not needed by the sketch and left None).
+    ``{"pre": [q before activation a], "norm": [q + ε before LayerNorm number b],
+    "nngp": final K(x,x), "ntk": None}`` (the NTK diagonal is not needed by the sketch).
+    ``prog`` is a :class:`~dualcalc.program.Program` or the flat rows of :func:`fc_program`.
     """
-    q = np.asarray(q0, dtype=np.float64)
-    pre = []
-    a = 0
-    for op in prog:
-        if op[0] == "dense":
-            _, w2, b2, _std = op
-            q = w2 * q + b2
-        else:
-            pre.append(q)
-            q = moments[a](q)
-            a += 1
-    return {"pre": pre, "nngp": q}
+    if not isinstance(prog, Program):  # flat serial rows (homogeneous method)
+        q = np.asarray(q0, dtype=np.float64)
+        pre = []
+        a = 0
+        for op in prog:
+            if op[0] == "dense":
+                _, w2, b2, _std = op
+                q = w2 * q + b2
+            else:
+                pre.append(q)
+                q = moments[a](q)
+                a += 1
+        return {"pre": pre, "norm": [], "nngp": q, "ntk": None}
+    regs: list = [None] * len(prog.ops)
+    regs[0] = np.asarray(q0, dtype=np.float64)
+    pre, norm = [], []
+    for r, op in enumerate(prog.ops):
+        if r == 0:
+            continue
+        ins = [regs[s] for s in op.srcs]
+        if isinstance(op, Affine):
+            regs[r] = op.w2 * ins[0] + op.b2
+        elif isinstance(op, Pointwise):
+            pre.append(ins[0])
+            regs[r] = moments[len(pre) - 1](ins[0])
+        elif isinstance(op, Normalize):
+            e = norm_offset(op, ins[0])
+            norm.append(e)
+            regs[r] = ins[0] / e
+        elif isinstance(op, Sum):
+            regs[r] = _wsum(ins, getattr(op, "weights", None))
+        elif isinstance(op, Prod):
+            regs[r] = _wprod(ins)
+        else:  # pragma: no cover - sketch_program refuses it
+            raise ParameterError(f"the sketch cannot run {op!r}")
+    return {"pre": pre, "norm": norm, "nngp": regs[prog.output], "ntk": None}
 
 
 def _series(R1: np.ndarray, rho: np.ndarray, L: int, invS: np.ndarray, want_d: bool):
@@ -180,55 +256,87 @@ def _series(R1: np.ndarray, rho: np.ndarray, L: int, invS: np.ndarray, want_d: b
 
 class _MiniRecursion:
     """The sketch's recursion on a subsample, exactly as the features see it: coefficients at
-    the *exact* variances, correlations from the (possibly truncated) previous layer."""
+    the *exact* variances, correlations from the (possibly truncated) previous layer, LayerNorm
+    by the exact variances; the program run register by register."""
 
-    def __init__(self, prog, K0, d, kernel, probe):
+    def __init__(self, prog: Program, K0, d, kernel, probe):
         self.prog, self.K0, self.d, self.kernel, self.probe = prog, K0, d, kernel, probe
-        self.R, self.invS = [], []
+        self.R, self.invS, self.normF = [], [], []
         # exact diagonals, then the coefficient tables at the probe degree
-        q = np.diag(K0).copy()
-        for op in prog:
-            if op[0] == "dense":
-                q = op[1] * q + op[2]
-            else:
-                act = op[1]
+        qs: list = [None] * len(prog.ops)
+        qs[0] = np.diag(K0).copy()
+        for r, op in enumerate(prog.ops):
+            if r == 0:
+                continue
+            ins = [qs[s] for s in op.srcs]
+            q = ins[0]
+            if isinstance(op, Affine):
+                qs[r] = op.w2 * q + op.b2
+            elif isinstance(op, Pointwise):
+                act = op.act
                 R = np.asarray(act.hermite(probe, q), dtype=np.float64).reshape(q.size, probe + 1)
                 sq = np.sqrt(np.maximum(q, 0.0))
                 S = np.outer(sq, sq)
                 with np.errstate(divide="ignore"):
                     self.invS.append(np.where(S > 0, 1.0 / np.where(S > 0, S, 1.0), 0.0))
                 self.R.append(R)
-                q = (R**2).sum(axis=1)
+                qs[r] = (R**2).sum(axis=1)
+            elif isinstance(op, Normalize):
+                e = norm_offset(op, q, "the subsample")
+                f = 1.0 / np.sqrt(e)
+                self.normF.append(np.outer(f, f))
+                qs[r] = q / e
+            elif isinstance(op, Sum):
+                qs[r] = _wsum(ins, getattr(op, "weights", None))
+            else:
+                qs[r] = _wprod(ins)
 
     def run(self, degrees: dict) -> np.ndarray:
-        K = np.array(self.K0, dtype=np.float64)
-        T = np.zeros_like(K)
+        prog = self.prog
         want_t = self.kernel == "ntk"
-        a = 0
-        for op in self.prog:
-            if op[0] == "dense":
-                _, w2, b2, std = op
-                Kold = K
-                K = w2 * K + b2
-                if std is None:
-                    T = w2 * T + K
-                else:
-                    width = self.d if std == "d" else std
-                    T = width * Kold + w2 * T + (1.0 if b2 > 0 else 0.0)
+        regs: list = [None] * len(prog.ops)
+        K = np.array(self.K0, dtype=np.float64)
+        regs[0] = (K, np.zeros_like(K))
+        a = b = 0
+        for r, op in enumerate(prog.ops):
+            if r == 0:
                 continue
-            dg = np.sqrt(np.maximum(np.diag(K), 0.0))
-            S = np.outer(dg, dg)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                rho = np.where(S > 0, np.clip(K / np.where(S > 0, S, 1.0), -1.0, 1.0), 0.0)
-            L = degrees.get(a, self.probe)
-            K, dk = _series(self.R[a], rho, L, self.invS[a], want_t)
-            if want_t:
-                T = np.zeros_like(T) if op[1].dual.ntk_convention == "zero-a.e." else T * dk
-            a += 1
+            ins = [regs[s] for s in op.srcs]
+            K, T = ins[0]
+            if isinstance(op, Affine):
+                Kold = K
+                K = op.w2 * K + op.b2
+                if not op.standard:
+                    T = op.w2 * T + K
+                else:
+                    width = self.d if op.width is None else op.width
+                    T = width * Kold + op.w2 * T + (1.0 if op.bias else 0.0)
+            elif isinstance(op, Pointwise):
+                dg = np.sqrt(np.maximum(np.diag(K), 0.0))
+                S = np.outer(dg, dg)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    rho = np.where(S > 0, np.clip(K / np.where(S > 0, S, 1.0), -1.0, 1.0), 0.0)
+                L = degrees.get(a, self.probe)
+                K, dk = _series(self.R[a], rho, L, self.invS[a], want_t)
+                if want_t:
+                    T = np.zeros_like(T) if op.act.dual.ntk_convention == "zero-a.e." else T * dk
+                a += 1
+            elif isinstance(op, Normalize):
+                K, T = K * self.normF[b], T * self.normF[b]
+                b += 1
+            elif isinstance(op, Sum):
+                w = getattr(op, "weights", None)
+                K, T = _wsum([x[0] for x in ins], w), _wsum([x[1] for x in ins], w)
+            else:  # Prod: the product rule
+                K, T = ins[0]
+                for Ki, Ti in ins[1:]:
+                    K, T = K * Ki, T * Ki + K * Ti
+            regs[r] = (K, T)
+        K, T = regs[prog.output]
         return T if want_t else K
 
 
-def choose_degrees(prog: list[tuple], K0: np.ndarray, d: int, kernel: str, tol: float, max_degree: int,
+def choose_degrees(prog: Program, K0: np.ndarray, d: int, kernel: str, tol: float, max_degree: int,
                    probe: int = 48) -> tuple[list[int], list[float]]:
     """Smallest degree per activation whose truncation changes the *final* kernel by ≤ tol.
 

@@ -20,6 +20,14 @@ pre-activation variance q_x = K(x, x) from the diagonal recursion.
   φ ← TensorSRHT(φ, δ)                         (≈ Θ·k̇)
   where the Σ-sketch is a phase-weighted sum of the blocks into m buckets (generated Numba
   kernel, :mod:`codegen.sketch_numba`; CUDA: :mod:`codegen.sketch_cuda`).
+* branches (the network's program, :mod:`dualcalc.program`; a register read twice is the
+  same feature, so FanOut costs nothing):
+  FanInSum / FanInConcat (weights w_i ≥ 0): ψ = ⊕ √w_i ψ_i, φ = ⊕ √w_i φ_i (exact); a
+  concatenation longer than 2·internal_dim is re-sketched by an SRHT to 2·internal_dim, so
+  deep residual nets keep a bounded width;
+  FanInProd: ψ = TensorSRHT(ψ_a, ψ_b),  φ = TensorSRHT(φ_a, ψ_b) ⊕ TensorSRHT'(ψ_a, φ_b)
+  (Θ_a K_b + K_a Θ_b; more inputs pairwise from the left);
+  LayerNorm: each point's ψ and φ divided by √(q_x + ε), q_x its exact input variance.
 * output: a final phase count-sketch into ⌈m/2⌉ complex buckets, then real parts and
   imaginary parts (:func:`~dualcalc.sketch.srht.to_real`): exactly ``n_components`` real
   features whose inner product is unbiased for the Hermitian estimate.
@@ -51,14 +59,17 @@ from codegen.cuda_env import gpu_available, require_gpu
 from ..bounds import check_allocation
 from ..errors import InputError, OutOfMemoryError, ParameterError
 from ..network import Network
-from .coefficients import CoefficientTable, choose_degrees, diagonal_recursion, fc_program
+from ..program import Affine, Normalize, Pointwise, Prod, Sum
+from .coefficients import CoefficientTable, choose_degrees, diagonal_recursion, fc_program, sketch_program
 from .polysketch import PolySketch
-from .srht import CountSketch, TensorSRHT, array_module, to_real
+from .srht import SRHT, CountSketch, TensorSRHT, array_module, to_real
 from .weighting import rescale as _rescale, row_norms as _row_norms, weight, weight_plan as _weight_plan
 
 __all__ = ["KernelSketch"]
 
 _SUBSAMPLE = 160  # points used to choose the degree automatically
+#: A sum's concatenated features longer than this many internal dimensions are re-sketched (SRHT).
+CONCAT_LIMIT = 2
 
 
 def _const_col(n, value, dtype, like):
@@ -78,8 +89,10 @@ class KernelSketch(TransformerMixin, BaseEstimator):
     Parameters
     ----------
     net : Network
-        A fully connected serial network (``dc.serial(dc.Dense(...), act, ...)``): any
-        activation (closed form or Hermite), biases, any depth, each layer its own activation.
+        A fully connected network (``dc.serial(dc.Dense(...), act, ...)``): any activation
+        (closed form or Hermite), biases, any depth, each layer its own activation; branches
+        (FanOut, parallel, FanInSum, FanInConcat, FanInProd, Identity) and LayerNorm with the
+        layer-wise method.
     n_components : int
         Number of real output features m.
     kernel : "ntk" or "nngp"
@@ -91,8 +104,9 @@ class KernelSketch(TransformerMixin, BaseEstimator):
         order of the sketch's own error — capped at ``max_degree``.
     random_state : int, RandomState, Generator or None
     method : "auto", "layerwise" or "homogeneous"
-        "homogeneous" (the subspace embedding for homogeneous duals, no biases) is used by
-        "auto" when the network allows it; "layerwise" works for every network.
+        "homogeneous" (the subspace embedding for homogeneous duals, no biases, serial
+        networks only) is used by "auto" when the network allows it; "layerwise" works for
+        every network.
     internal_dim : int or None
         Complex dimension of the PolySketch nodes and per-layer features (default ⌈m/2⌉, i.e.
         as many real numbers as the output).
@@ -208,21 +222,24 @@ class KernelSketch(TransformerMixin, BaseEstimator):
             self.plan_, self.degrees_, self.degree_errors_, self.method_ = self.conv_.plan_, self.conv_.degrees_, None, "conv"
             return self
         X = self._validate(X, reset=True)
-        prog = fc_program(self.net)
+        prog = sketch_program(self.net)
+        flat = fc_program(prog)  # None: branches or LayerNorm (layer-wise only)
         n, d = X.shape
         rng = check_random_state(self.random_state)
         gen = np.random.default_rng(rng.randint(0, 2**63 - 1, dtype=np.int64))
         m = int(self.n_components)
         mp = int(self.internal_dim) if self.internal_dim is not None else (m + 1) // 2
-        acts = [op[1] for op in prog if op[0] == "act"]
+        acts = prog.act_ops()
 
         from .homogeneous import HomogeneousPlan, homogeneous_eligible
 
         method = self.method
         if method == "auto":
-            method = "homogeneous" if homogeneous_eligible(prog, self.kernel) else "layerwise"
+            method = "homogeneous" if flat is not None and homogeneous_eligible(flat, self.kernel) else "layerwise"
         elif method == "homogeneous":
-            why = homogeneous_eligible(prog, self.kernel, explain=True)
+            why = ("it has branches or LayerNorm (the embedding composes one function of the input "
+                   "correlation along a serial Dense/activation chain); use method='layerwise'") if flat is None \
+                else homogeneous_eligible(flat, self.kernel, explain=True)
             if why is not True:
                 raise ParameterError(f"method='homogeneous' does not apply to this network: {why}")
         self.method_ = method
@@ -235,7 +252,7 @@ class KernelSketch(TransformerMixin, BaseEstimator):
         K0 = (K0.toarray() if scipy.sparse.issparse(K0) else np.asarray(K0, dtype=np.float64)) / d
 
         if method == "homogeneous":
-            self.plan_ = HomogeneousPlan.draw(prog, d, m, mp, self.kernel, self.degree, self.max_degree, tol,
+            self.plan_ = HomogeneousPlan.draw(flat, d, m, mp, self.kernel, self.degree, self.max_degree, tol,
                                               K0, gen, sparse=scipy.sparse.issparse(X))
             self.degrees_ = [self.plan_.degree]
             self.degree_errors_ = [self.plan_.fit_error]
@@ -254,53 +271,92 @@ class KernelSketch(TransformerMixin, BaseEstimator):
         self.degrees_ = degrees
         self.degree_errors_ = errs
 
-        # draw the sketches, following the feature dimensions through the network
-        sparse = scipy.sparse.issparse(X)
-        stages = []
-        if sparse:
-            stages.append({"kind": "input", "cs": CountSketch(d, mp, gen)})
-            dpsi = mp
-        else:
-            stages.append({"kind": "input", "cs": None})
-            dpsi = d
-        dphi = None
-        last_act = max(i for i, op in enumerate(prog) if op[0] == "act") if acts else -1
-        k_out = (m + 1) // 2
-        a = 0
-        for i, op in enumerate(prog):
-            if op[0] == "dense":
-                _, w2, b2, std = op
-                dpsi_old = dpsi
-                dpsi = dpsi + (1 if b2 > 0 else 0)
-                if std is None:
-                    dphi = dpsi if dphi is None else dphi + dpsi
-                else:
-                    dphi = dpsi_old + (dphi or 0) + (1 if b2 > 0 else 0)
-                stages.append({"kind": "dense", "op": op})
-                continue
-            act = op[1]
-            L = degrees[a]
-            out = k_out if i == last_act and i == len(prog) - 1 else mp
-            deriv = self.kernel == "ntk" and act.dual.ntk_convention != "zero-a.e."
-            # reserve collision-free buckets for the exact terms (constant and u) when they
-            # are few; the PolySketch blocks fill the others
-            ms = out - (dpsi + 1) if 2 * (dpsi + 1) <= out else out
-            st = {"kind": "act", "index": a, "degree": L, "out": out,
-                  "poly": PolySketch(dpsi, L, ms, gen) if L >= 2 else None,
-                  "plan": _weight_plan(gen, dpsi, L, out, ms),
-                  "deriv": deriv,
-                  "tensor": TensorSRHT(dphi, out, out, gen) if (deriv and dphi is not None) else None}
-            stages.append(st)
-            dpsi = out
-            dphi = out if st["tensor"] is not None else None
-            a += 1
-        final_dim = dphi if self.kernel == "ntk" else dpsi
-        direct = prog[-1][0] == "act" and (final_dim == k_out)
-        stages.append({"kind": "output", "cs": None if direct or final_dim is None else CountSketch(final_dim, k_out, gen),
-                       "k": k_out})
-        self.plan_ = stages
+        self.plan_ = self._draw(prog, d, m, mp, degrees, gen, scipy.sparse.issparse(X))
         self._tables_ = None
         return self
+
+    def _draw(self, prog, d, m, mp, degrees, gen, sparse) -> list:
+        """The random maps, following each register's feature dimensions (dψ, dφ; dφ None
+        where Θ = 0) through the program: stage r for operation r, then the output stage.
+        The draws of a serial network come in its layers' order (the same features as before
+        the program existed, for the same random_state)."""
+        ntk = self.kernel == "ntk"
+        ops = prog.ops
+        stages: list = [None] * len(ops)
+        dpsi: list = [None] * len(ops)
+        dphi: list = [None] * len(ops)
+        if sparse:
+            stages[0] = {"kind": "input", "cs": CountSketch(d, mp, gen)}
+            dpsi[0] = mp
+        else:
+            stages[0] = {"kind": "input", "cs": None}
+            dpsi[0] = d
+        k_out = (m + 1) // 2
+        cap = int(CONCAT_LIMIT * mp)
+        a = 0
+        for r in range(1, len(ops)):
+            op = ops[r]
+            src = op.srcs[0]
+            if isinstance(op, Affine):
+                dp = dpsi[src] + (1 if op.b2 > 0 else 0)
+                if not op.standard:
+                    dphi[r] = dp if dphi[src] is None else dphi[src] + dp
+                else:
+                    dphi[r] = dpsi[src] + (dphi[src] or 0) + (1 if op.bias else 0)
+                dpsi[r] = dp
+                stages[r] = {"kind": "dense", "op": op}
+            elif isinstance(op, Pointwise):
+                L = degrees[a]
+                out = k_out if r == prog.output == len(ops) - 1 else mp
+                deriv = ntk and op.act.dual.ntk_convention != "zero-a.e."
+                du = dpsi[src]
+                # reserve collision-free buckets for the exact terms (constant and u) when they
+                # are few; the PolySketch blocks fill the others
+                ms = out - (du + 1) if 2 * (du + 1) <= out else out
+                st = {"kind": "act", "index": a, "degree": L, "out": out,
+                      "poly": PolySketch(du, L, ms, gen) if L >= 2 else None,
+                      "plan": _weight_plan(gen, du, L, out, ms),
+                      "deriv": deriv,
+                      "tensor": TensorSRHT(dphi[src], out, out, gen) if (deriv and dphi[src] is not None) else None}
+                stages[r] = st
+                dpsi[r] = out
+                dphi[r] = out if st["tensor"] is not None else None
+                a += 1
+            elif isinstance(op, Normalize):
+                stages[r] = {"kind": "norm", "op": op}
+                dpsi[r], dphi[r] = dpsi[src], dphi[src]
+            elif isinstance(op, Sum):
+                # ⊕ √w_i ψ_i: exact; re-sketched (SRHT) only when longer than the cap
+                dp = sum(dpsi[s] for s in op.srcs)
+                fs = [dphi[s] for s in op.srcs if dphi[s] is not None] if ntk else []
+                df = sum(fs) if fs else None
+                st = {"kind": "sum", "op": op, "psi": SRHT(dp, cap, gen) if dp > cap else None,
+                      "phi": SRHT(df, cap, gen) if df is not None and df > cap else None}
+                stages[r] = st
+                dpsi[r] = cap if st["psi"] is not None else dp
+                dphi[r] = (cap if st["phi"] is not None else df) if fs else None
+            elif isinstance(op, Prod):
+                # pairwise from the left: K ← K·K_i (one TensorSRHT), Θ ← Θ·K_i ⊕ K·Θ_i (two)
+                pairs = []
+                dp, df = dpsi[src], dphi[src] if ntk else None
+                for s in op.srcs[1:]:
+                    dfi = dphi[s] if ntk else None
+                    t_k = TensorSRHT(dp, dpsi[s], mp, gen)
+                    t_a = TensorSRHT(df, dpsi[s], mp, gen) if df is not None else None
+                    t_b = TensorSRHT(dp, dfi, mp, gen) if dfi is not None else None
+                    pairs.append((t_k, t_a, t_b))
+                    nterm = (t_a is not None) + (t_b is not None)
+                    dp, df = mp, (nterm * mp if nterm else None)
+                stages[r] = {"kind": "prod", "op": op, "pairs": pairs}
+                dpsi[r], dphi[r] = dp, df
+            else:  # pragma: no cover - sketch_program refuses it
+                raise ParameterError(f"KernelSketch cannot sketch {op!r}")
+        out = prog.output
+        final_dim = dphi[out] if ntk else dpsi[out]
+        direct = isinstance(ops[out], Pointwise) and out == len(ops) - 1 and final_dim == k_out
+        stages.append({"kind": "output",
+                       "cs": None if direct or final_dim is None else CountSketch(final_dim, k_out, gen), "k": k_out})
+        return stages
 
     # -- transform ------------------------------------------------------------------------------
     def transform(self, X):
@@ -337,15 +393,16 @@ class KernelSketch(TransformerMixin, BaseEstimator):
         return int(np.clip(256 * 2**20 // per_row, 8, 8192))
 
     def _coefficients(self, prog, X):
-        """Exact per-point variances and coefficient tables of every activation layer."""
+        """Exact per-point variances: before every activation (with its coefficient table) and
+        q + ε before every LayerNorm."""
         d = X.shape[1]
         if scipy.sparse.issparse(X):
             q0 = np.asarray(X.multiply(X).sum(axis=1)).ravel() / d
         else:
             X64 = X.astype(np.float64, copy=False)
             q0 = np.einsum("ij,ij->i", X64, X64) / d
-        acts = [op[1] for op in prog if op[0] == "act"]
-        tables = [CoefficientTable(act, L) for act, L in zip(acts, self.degrees_)]
+        acts = prog.act_ops()
+        tables = [CoefficientTable(op.act, L) for op, L in zip(acts, self.degrees_)]
         Rs = []
 
         def moment(a):
@@ -356,19 +413,20 @@ class KernelSketch(TransformerMixin, BaseEstimator):
             return f
 
         diag = diagonal_recursion(prog, q0, d, [moment(a) for a in range(len(acts))])
-        return q0, diag["pre"], Rs
+        return q0, diag["pre"], Rs, diag["norm"]
 
     def _transform_layerwise(self, X, out_dtype):
-        prog = fc_program(self.net)
+        prog = sketch_program(self.net)
         n, d = X.shape
         backend = self._resolve_backend()
         cdt = self._complex_dtype(out_dtype)
         rdt = np.float32 if cdt == np.complex64 else np.float64
-        _, pre, Rs = self._coefficients(prog, X)
+        _, pre, Rs, norm = self._coefficients(prog, X)
         inv_sq = []
         for q in pre:
             with np.errstate(divide="ignore"):
                 inv_sq.append(np.where(q > 0, 1.0 / np.sqrt(np.where(q > 0, q, 1.0)), 0.0))
+        inv_norm = [1.0 / np.sqrt(e) for e in norm]
         m = int(self.n_components)
         Z = np.empty((n, m), dtype=out_dtype)
         step = self._chunk(X)
@@ -378,14 +436,17 @@ class KernelSketch(TransformerMixin, BaseEstimator):
         for s0 in range(0, n, step):
             rows = slice(s0, min(n, s0 + step))
             F = self._chunk_layerwise(X[rows], prog, d, [R[rows] for R in Rs], [v[rows] for v in inv_sq],
-                                      cdt, rdt, backend, xp)
+                                      [v[rows] for v in inv_norm], cdt, rdt, backend, xp)
             Z[rows] = F.get() if xp is not np else F
         return Z
 
-    def _chunk_layerwise(self, Xc, prog, d, Rs, inv_sq, cdt, rdt, backend, xp):
+    def _chunk_layerwise(self, Xc, prog, d, Rs, inv_sq, inv_norm, cdt, rdt, backend, xp):
+        """The features of one chunk of rows: each register's (ψ, ‖ψ‖, φ, ‖φ‖) in program
+        order, ‖·‖ the exact norms of the unsketched features (for ``normalize``), φ None
+        where Θ = 0; a register is dropped after its last reader."""
         stages = self.plan_
-        normalize = self.normalize
         nc = Xc.shape[0]
+        ntk = self.kernel == "ntk"
         inp = stages[0]
         if inp["cs"] is not None:  # sparse input: O(nnz) CountSketch
             psi = inp["cs"](Xc, cdt) / np.sqrt(d)
@@ -394,72 +455,152 @@ class KernelSketch(TransformerMixin, BaseEstimator):
         if xp is not np:  # pragma: no cover - GPU
             psi = xp.asarray(psi)
         psi = psi.astype(cdt)
-        psi_norm = _row_norms(psi)  # exact norms of the unsketched features (tracked for normalize)
-        phi, phi_norm = None, None
-        for st in stages[1:-1]:
-            if st["kind"] == "dense":
-                _, w2, b2, std = st["op"]
-                W = np.sqrt(w2)
-                psi_old, psi_old_norm = psi, psi_norm
-                psi = psi * cdt.type(W)
-                psi_norm = W * psi_norm
-                if b2 > 0:
-                    psi = _hstack([psi, _const_col(nc, np.sqrt(b2), cdt, psi)])
-                    psi_norm = xp.sqrt(psi_norm**2 + b2)
-                if std is None:
-                    if phi is None:
-                        phi, phi_norm = psi.copy(), psi_norm.copy()
-                    else:
-                        phi = _hstack([phi * cdt.type(W), psi])
-                        phi_norm = xp.sqrt(w2 * phi_norm**2 + psi_norm**2)
-                else:
-                    width = d if std == "d" else std
-                    parts = [psi_old * cdt.type(np.sqrt(width))]
-                    nrm2 = width * psi_old_norm**2
-                    if phi is not None:
-                        parts.append(phi * cdt.type(W))
-                        nrm2 = nrm2 + w2 * phi_norm**2
-                    if b2 > 0:
-                        parts.append(_const_col(nc, 1.0, cdt, psi))
-                        nrm2 = nrm2 + 1.0
-                    phi, phi_norm = _hstack(parts), xp.sqrt(nrm2)
-                continue
-            # activation layer
-            a, L = st["index"], st["degree"]
-            R = xp.asarray(Rs[a])
-            s = xp.asarray(inv_sq[a])
-            nrm = _row_norms(psi)
-            u = psi * xp.where(nrm > 0, 1.0 / xp.where(nrm > 0, nrm, 1.0), 0.0)[:, None].astype(rdt)
-            blocks = []
-            if st["poly"] is not None:
-                blocks = st["poly"].transform(u, cdt)[1:]
-                if normalize:
-                    blocks = [_rescale(B, xp.ones(nc)) for B in blocks]
-            has_unit = (nrm > 0).astype(rdt)
-            psi, delta = self._weight(u, blocks, R, s, st["plan"], st["deriv"], backend)
-            # norms of the unsketched layer outputs (U_l of a unit vector have norm 1)
-            psi_norm = xp.sqrt(R[:, 0] ** 2 + (R[:, 1:] ** 2).sum(axis=1) * has_unit)
-            if normalize:
-                psi = _rescale(psi, psi_norm)
-            if st["tensor"] is not None:
-                ell = xp.arange(1, L + 1, dtype=rdt)
-                dnorm = xp.sqrt((ell * R[:, 1:] ** 2 * has_unit[:, None]).sum(axis=1) + R[:, 1] ** 2 * (1 - has_unit)) * s
-                phi = st["tensor"](phi, delta, cdt)
-                phi_norm = phi_norm * dnorm
-                if normalize:
-                    phi = _rescale(phi, phi_norm)
+        regs: list = [None] * len(prog.ops)
+        regs[0] = (psi, _row_norms(psi), None, None)  # exact norms of the unsketched features
+        b = 0
+        for r in range(1, len(prog.ops)):
+            st, op = stages[r], prog.ops[r]
+            ins = [regs[s] for s in op.srcs]
+            kind = st["kind"]
+            if kind == "dense":
+                regs[r] = self._dense(op, *ins[0], nc, d, cdt, xp)
+            elif kind == "act":
+                a = st["index"]
+                regs[r] = self._activation(st, *ins[0], xp.asarray(Rs[a]), xp.asarray(inv_sq[a]), cdt, rdt,
+                                           backend, xp)
+            elif kind == "norm":
+                f = xp.asarray(inv_norm[b])
+                b += 1
+                psi, pn, phi, fn = ins[0]
+                fc = f[:, None].astype(rdt)
+                regs[r] = (psi * fc, pn * f, None if phi is None else phi * fc, None if phi is None else fn * f)
+            elif kind == "sum":
+                regs[r] = self._sum(st, ins, xp)
             else:
-                phi, phi_norm = None, None
+                regs[r] = self._prod(st, ins, cdt, xp)
+            if not ntk:  # the NNGP features never read φ
+                regs[r] = regs[r][:2] + (None, None)
+            for s in op.srcs:
+                if prog.last_use[s] == r:
+                    regs[s] = None
+        psi, psi_norm, phi, phi_norm = regs[prog.output]
         out = stages[-1]
-        F, Fn = (phi, phi_norm) if self.kernel == "ntk" else (psi, psi_norm)
+        F, Fn = (phi, phi_norm) if ntk else (psi, psi_norm)
         m = int(self.n_components)
-        if F is None:  # the NTK is identically zero (σ' = 0 a.e.)
+        if F is None:  # the NTK is identically zero (σ' = 0 a.e., or no Dense layer)
             return xp.zeros((nc, m), dtype=rdt)
         if out["cs"] is not None:
             F = out["cs"](F, cdt)
-            if normalize:
+            if self.normalize:
                 F = _rescale(F, Fn)
         return to_real(F, m, dtype=rdt)
+
+    @staticmethod
+    def _dense(op, psi, psi_norm, phi, phi_norm, nc, d, cdt, xp):
+        """Dense(W, b): ψ ← [Wψ, b], φ ← [Wφ, ψ] (standard: [√width·ψ_old, Wφ, 1 with a bias])."""
+        w2, b2 = op.w2, op.b2
+        W = np.sqrt(w2)
+        psi_old, psi_old_norm = psi, psi_norm
+        psi = psi * cdt.type(W)
+        psi_norm = W * psi_norm
+        if b2 > 0:
+            psi = _hstack([psi, _const_col(nc, np.sqrt(b2), cdt, psi)])
+            psi_norm = xp.sqrt(psi_norm**2 + b2)
+        if not op.standard:
+            if phi is None:
+                phi, phi_norm = psi.copy(), psi_norm.copy()
+            else:
+                phi = _hstack([phi * cdt.type(W), psi])
+                phi_norm = xp.sqrt(w2 * phi_norm**2 + psi_norm**2)
+        else:
+            width = d if op.width is None else op.width
+            parts = [psi_old * cdt.type(np.sqrt(width))]
+            nrm2 = width * psi_old_norm**2
+            if phi is not None:
+                parts.append(phi * cdt.type(W))
+                nrm2 = nrm2 + w2 * phi_norm**2
+            if op.bias:  # a trainable bias adds 1 to Θ (whatever b_std)
+                parts.append(_const_col(nc, 1.0, cdt, psi))
+                nrm2 = nrm2 + 1.0
+            phi, phi_norm = _hstack(parts), xp.sqrt(nrm2)
+        return psi, psi_norm, phi, phi_norm
+
+    def _activation(self, st, psi, psi_norm, phi, phi_norm, R, s, cdt, rdt, backend, xp):
+        """One activation layer (see the module docstring)."""
+        normalize = self.normalize
+        nc = psi.shape[0]
+        L = st["degree"]
+        nrm = _row_norms(psi)
+        u = psi * xp.where(nrm > 0, 1.0 / xp.where(nrm > 0, nrm, 1.0), 0.0)[:, None].astype(rdt)
+        blocks = []
+        if st["poly"] is not None:
+            blocks = st["poly"].transform(u, cdt)[1:]
+            if normalize:
+                blocks = [_rescale(B, xp.ones(nc)) for B in blocks]
+        has_unit = (nrm > 0).astype(rdt)
+        psi, delta = self._weight(u, blocks, R, s, st["plan"], st["deriv"], backend)
+        # norms of the unsketched layer outputs (U_l of a unit vector have norm 1)
+        psi_norm = xp.sqrt(R[:, 0] ** 2 + (R[:, 1:] ** 2).sum(axis=1) * has_unit)
+        if normalize:
+            psi = _rescale(psi, psi_norm)
+        if st["tensor"] is not None:
+            ell = xp.arange(1, L + 1, dtype=rdt)
+            dnorm = xp.sqrt((ell * R[:, 1:] ** 2 * has_unit[:, None]).sum(axis=1) + R[:, 1] ** 2 * (1 - has_unit)) * s
+            phi = st["tensor"](phi, delta, cdt)
+            phi_norm = phi_norm * dnorm
+            if normalize:
+                phi = _rescale(phi, phi_norm)
+        else:
+            phi, phi_norm = None, None
+        return psi, psi_norm, phi, phi_norm
+
+    def _sum(self, st, ins, xp):
+        """FanInSum/FanInConcat: ψ = ⊕ √w_i ψ_i (φ likewise over the branches with Θ ≠ 0)."""
+        w = getattr(st["op"], "weights", None)
+        sw = [1.0] * len(ins) if w is None else [float(np.sqrt(v)) for v in w]
+        out = []
+        for j, key in ((0, "psi"), (2, "phi")):
+            parts = [(x[j] if c == 1.0 else x[j] * x[j].real.dtype.type(c), c * c * x[j + 1] ** 2)
+                     for x, c in zip(ins, sw) if x[j] is not None]
+            if not parts:
+                out += [None, None]
+                continue
+            F = _hstack([p for p, _ in parts])
+            Fn = parts[0][1]
+            for _, n2 in parts[1:]:
+                Fn = Fn + n2
+            Fn = xp.sqrt(Fn)
+            if st[key] is not None:  # longer than the cap: one SRHT (unbiased), rows to their exact norm
+                F = st[key](F, F.dtype)
+                if self.normalize:
+                    F = _rescale(F, Fn)
+            out += [F, Fn]
+        return tuple(out)
+
+    def _prod(self, st, ins, cdt, xp):
+        """FanInProd: K·K_i by a TensorSRHT of (ψ, ψ_i); Θ·K_i ⊕ K·Θ_i by two more."""
+        normalize = self.normalize
+        psi, pn, phi, fn = ins[0]
+        for (t_k, t_a, t_b), (psi_i, pn_i, phi_i, fn_i) in zip(st["pairs"], ins[1:], strict=True):
+            terms = []
+            if t_a is not None:
+                terms.append((t_a(phi, psi_i, cdt), fn * pn_i))
+            if t_b is not None:
+                terms.append((t_b(psi, phi_i, cdt), pn * fn_i))
+            psi, pn = t_k(psi, psi_i, cdt), pn * pn_i
+            if normalize:
+                psi = _rescale(psi, pn)
+                for T, tn in terms:
+                    _rescale(T, tn)
+            if terms:
+                phi = _hstack([T for T, _ in terms])
+                fn = terms[0][1] ** 2
+                for _, tn in terms[1:]:
+                    fn = fn + tn**2
+                fn = xp.sqrt(fn)
+            else:
+                phi, fn = None, None
+        return psi, pn, phi, fn
 
     _weight = staticmethod(weight)
 
