@@ -28,7 +28,8 @@ pre-activation variance q_x = K(x, x) from the diagonal recursion.
   FanInProd: ψ = TensorSRHT(ψ_a, ψ_b),  φ = TensorSRHT(φ_a, ψ_b) ⊕ TensorSRHT'(ψ_a, φ_b)
   (Θ_a K_b + K_a Θ_b; more inputs pairwise from the left);
   LayerNorm: each point's ψ and φ divided by √(q_x + ε), q_x its exact input variance.
-* output: a final phase count-sketch into ⌈m/2⌉ complex buckets, then real parts and
+* output: a final phase count-sketch into ⌈m/2⌉ complex buckets (a branched network's longer
+  output: an SRHT, whose error has no heavy tail from colliding exact coordinates), then real parts and
   imaginary parts (:func:`~dualcalc.sketch.srht.to_real`): exactly ``n_components`` real
   features whose inner product is unbiased for the Hermitian estimate.
 
@@ -330,8 +331,9 @@ class KernelSketch(TransformerMixin, BaseEstimator):
                 dp = sum(dpsi[s] for s in op.srcs)
                 fs = [dphi[s] for s in op.srcs if dphi[s] is not None] if ntk else []
                 df = sum(fs) if fs else None
-                st = {"kind": "sum", "op": op, "psi": SRHT(dp, cap, gen) if dp > cap else None,
-                      "phi": SRHT(df, cap, gen) if df is not None and df > cap else None}
+                many = len(op.srcs) > 1  # one branch is no concatenation: passed as it is
+                st = {"kind": "sum", "op": op, "psi": SRHT(dp, cap, gen) if many and dp > cap else None,
+                      "phi": SRHT(df, cap, gen) if many and len(fs) > 1 and df > cap else None}
                 stages[r] = st
                 dpsi[r] = cap if st["psi"] is not None else dp
                 dphi[r] = (cap if st["phi"] is not None else df) if fs else None
@@ -354,8 +356,16 @@ class KernelSketch(TransformerMixin, BaseEstimator):
         out = prog.output
         final_dim = dphi[out] if ntk else dpsi[out]
         direct = isinstance(ops[out], Pointwise) and out == len(ops) - 1 and final_dim == k_out
-        stages.append({"kind": "output",
-                       "cs": None if direct or final_dim is None else CountSketch(final_dim, k_out, gen), "k": k_out})
+        if direct or final_dim is None:
+            cs = None
+        elif prog.serial or final_dim <= k_out:
+            cs = CountSketch(final_dim, k_out, gen)  # collision-free when final_dim ≤ k_out
+        else:
+            # a branched net's output holds exact blocks (an Identity shortcut's input, several
+            # biases) of a few large coordinates; a CountSketch collision between two of them
+            # is a rare large error, an SRHT spreads every coordinate over all buckets
+            cs = SRHT(final_dim, k_out, gen)
+        stages.append({"kind": "output", "cs": cs, "k": k_out})
         return stages
 
     # -- transform ------------------------------------------------------------------------------
@@ -560,16 +570,16 @@ class KernelSketch(TransformerMixin, BaseEstimator):
         sw = [1.0] * len(ins) if w is None else [float(np.sqrt(v)) for v in w]
         out = []
         for j, key in ((0, "psi"), (2, "phi")):
-            parts = [(x[j] if c == 1.0 else x[j] * x[j].real.dtype.type(c), c * c * x[j + 1] ** 2)
+            parts = [(x[j] if c == 1.0 else x[j] * x[j].real.dtype.type(c), c, x[j + 1])
                      for x, c in zip(ins, sw) if x[j] is not None]
             if not parts:
                 out += [None, None]
                 continue
-            F = _hstack([p for p, _ in parts])
-            Fn = parts[0][1]
-            for _, n2 in parts[1:]:
-                Fn = Fn + n2
-            Fn = xp.sqrt(Fn)
+            F = _hstack([p for p, _, _ in parts])
+            if len(parts) == 1:  # one branch: its norm as it is (a serial net's features, bit for bit)
+                Fn = parts[0][2] if parts[0][1] == 1.0 else parts[0][1] * parts[0][2]
+            else:
+                Fn = xp.sqrt(sum(c * c * n**2 for _, c, n in parts))
             if st[key] is not None:  # longer than the cap: one SRHT (unbiased), rows to their exact norm
                 F = st[key](F, F.dtype)
                 if self.normalize:
