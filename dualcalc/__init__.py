@@ -13,7 +13,7 @@ and builds randomized sketches whose inner products approximate those kernels.
 Public API: activations (``activation``, ``register``, ``Activation``, ``Dual``), networks
 (``Dense``, ``serial``, ``Network``, ``Kernel``; branches ``FanOut``, ``parallel``, ``FanInSum``,
 ``FanInProd``, ``FanInConcat``, ``Identity``, ``repeat``, ``LayerNorm`` as in neural-tangents; ``Conv``, ``AvgPool``, ``GlobalAvgPool``,
-``Flatten``, ``myrtle`` for images), sketches (``KernelSketch``, ``SketchRidge``) and the
+``SumPool``, ``GlobalSumPool``, ``Flatten``, ``myrtle``, ``wide_resnet`` for images), sketches (``KernelSketch``, ``SketchRidge``) and the
 errors (every one a ``DualcalcError``). The mathematics is in docs/math.md, the structure
 and how to extend it in docs/architecture.md.
 """
@@ -39,7 +39,8 @@ __all__ = [
 _LAZY = {
     "KernelSketch": ".sketch", "SketchRidge": ".sketch",  # issue 5: random features, ridge on them
     "Conv": ".conv", "AvgPool": ".conv", "GlobalAvgPool": ".conv", "Flatten": ".conv",  # issue 6
-    "myrtle": ".architectures",
+    "SumPool": ".conv", "GlobalSumPool": ".conv",  # issue 14
+    "myrtle": ".architectures", "wide_resnet": ".architectures",
     "GPKernel": ".gp", "KernelRegressor": ".gp",  # issue 16: scikit-learn
 }
 _LAZY_MODULES = {"predict"}  # dc.predict.gp_inference(...), as nt.predict

@@ -17,7 +17,10 @@ Backends: "numpy" (:mod:`dualcalc.conv_reference`: a plain vectorised reference 
 pairs at once, for small problems and tests; its self pass also serves the generated
 backends' Hermite networks), "numba" (generated source, :mod:`codegen.conv_numba`),
 "cuda" (generated CUDA C, :mod:`codegen.conv_cuda`), "auto" (cuda when a GPU is visible,
-else numba).
+else numba).  The generated passes run serial programs (:attr:`ImageProgram.serial`: stride-1
+convolutions, stride = window average pools); networks with branches, strides, padded or sum
+pooling or LayerNorm run on the NumPy reference: "auto" picks it with a warning, "numba" and
+"cuda" raise :class:`~dualcalc.errors.BackendError`.
 """
 from __future__ import annotations
 
@@ -28,8 +31,9 @@ import numpy as np
 from .bounds import check_output_memory
 from .conv import image_program, validate_images
 from .conv_reference import image_tables, numpy_conv_kernel, self_recursion  # noqa: F401 - re-exported
-from .errors import ParameterError
+from .errors import BackendError, ParameterError
 from .reference import Kernel
+from .warn import warn
 
 BACKENDS = ("auto", "numpy", "numba", "cuda")
 
@@ -55,6 +59,8 @@ def conv_kernel(net, X, Y=None, *, get: Sequence[str] | str = ("nngp", "ntk"), b
         raise ParameterError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
     X, Y = validate_images(X, Y, np.float64)
     prog = image_program(net, X.shape[1:])
+    if not prog.serial:
+        backend = _reference_only(prog, backend)
     pixels = X.shape[1] * X.shape[2]  # the NumPy reference holds (n1, n2, P, P) states
     check_output_memory(X.shape[0], X.shape[0] if Y is None else Y.shape[0], get, np.float64,
                         temporaries=3 * pixels * pixels if backend == "numpy" else 0)
@@ -77,11 +83,31 @@ def conv_kernel(net, X, Y=None, *, get: Sequence[str] | str = ("nngp", "ntk"), b
                   None if T is None else T.astype(out, copy=False))
 
 
+def _reference_only(prog, backend: str) -> str:
+    """The backend for a program the generated passes do not run yet (branches, strides, strided
+    or padded or sum pooling, LayerNorm): "auto" becomes "numpy" with a warning (its memory,
+    n1·n2·P² numbers, is checked next); "numba"/"cuda" raise :class:`BackendError`."""
+    why = "; ".join(prog.unsupported[:3]) + ("; ..." if len(prog.unsupported) > 3 else "")
+    if backend in ("numba", "cuda"):
+        raise BackendError(f"the generated {backend} convolution passes run serial networks of stride-1 "
+                           f"convolutions and stride = window average pooling only, not this network ({why}); "
+                           "use backend='numpy' (the reference, memory n1·n2·P² per call) for now")
+    if backend == "auto":
+        warn("this convolutional network (branches, strides, sum pooling or LayerNorm) runs on the NumPy "
+             "reference: the generated Numba/CUDA passes do not support it yet. It holds all pixel pairs "
+             "of all image pairs at once (n1·n2·P² numbers): call it on blocks of images",
+             key=("conv-reference-only",))
+        return "numpy"
+    return backend
+
+
 def conv_source(net, target: str = "numba", input_shape=(32, 32, 3), get=("nngp", "ntk")) -> str:
     """The generated source of a convolutional network's exact kernel for images of
     ``input_shape`` (H, W, C) (sizes are compiled into the code)."""
     prog = image_program(net, tuple(input_shape))
     want_ntk = "ntk" in _parse_get(get)
+    if not prog.serial and target in ("numba", "cuda"):
+        _reference_only(prog, target)
     if target == "numba":
         from codegen.conv_numba import generate
 

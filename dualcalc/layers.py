@@ -161,15 +161,27 @@ class LayerNorm:
     """Normalise each point's pre-activations over the (infinitely many) channels:
     K(x, y) ← K(x, y)/√((q_x + ε)(q_y + ε)), Θ likewise, q_x = K(x, x) — neural-tangents'
     ``LayerNorm(axis=-1, eps)`` kernel; its input must be Gaussian (after Dense, a sum of them,
-    or the raw input), as there."""
+    or the raw input), as there.
 
-    axis: int = -1
+    On images (NHWC, :mod:`dualcalc.conv`): ``axis=-1`` normalises each pixel over its channels
+    (K[i, j] /= √((q_x(i)+ε)(q_y(j)+ε))), ``axis=(1, 2, 3)`` the whole image (q̄, the image's mean
+    pixel variance, in place of q(i)); a fully connected network refuses the tuple."""
+
+    axis: int | tuple = -1
     eps: float = 1e-12
 
     def __post_init__(self):
-        if self.axis not in (-1, 1) or isinstance(self.axis, bool):
-            raise ParameterError(f"LayerNorm of a fully connected network normalises the channel axis "
-                                 f"(axis=-1); got axis={self.axis!r}")
+        if isinstance(self.axis, tuple | list):
+            ok = all(isinstance(a, int | np.integer) and not isinstance(a, bool) and -3 <= a <= 3 and a != 0
+                     for a in self.axis)
+            canon = tuple(sorted({int(a) % 4 for a in self.axis})) if ok else None
+            if canon not in ((3,), (1, 2, 3)) or len(canon) != len(self.axis):
+                raise ParameterError(f"LayerNorm normalises the channels (axis=-1) or, on images, the whole "
+                                     f"image (axis=(1, 2, 3)); got axis={self.axis!r}")
+            object.__setattr__(self, "axis", -1 if canon == (3,) else canon)
+        elif self.axis not in (-1, 1, 3) or isinstance(self.axis, bool):
+            raise ParameterError(f"LayerNorm normalises the channel axis (axis=-1) or, on images, the whole "
+                                 f"image (axis=(1, 2, 3)); got axis={self.axis!r}")
         if isinstance(self.eps, bool) or not isinstance(self.eps, int | float | np.floating) \
                 or not math.isfinite(self.eps) or self.eps < 0:
             raise ParameterError(f"LayerNorm eps must be a finite non-negative number, got {self.eps!r}")
@@ -178,7 +190,7 @@ class LayerNorm:
         return f"LayerNorm(axis={self.axis}, eps={float(self.eps)!r})"
 
     def lower(self, b: Builder, x):
-        return b.normalize(x, float(self.eps), self.describe())
+        return b.normalize(x, float(self.eps), self.describe(), axis=self.axis)
 
 
 @dataclass(frozen=True)
@@ -223,7 +235,7 @@ def lower_sequence(layers, b: Builder, x):
     for layer in layers:
         if isinstance(layer, Activation):
             x = b.pointwise(x, layer, describe(layer))
-        elif is_fc_layer(layer):
+        elif is_fc_layer(layer) or b.accepts(layer):  # the image builder takes conv layers too
             x = layer.lower(b, x)
         else:
             raise ParameterError(f"the fully connected kernels cannot run layer {layer!r} "

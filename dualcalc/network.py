@@ -192,10 +192,7 @@ def parallel(*networks) -> Parallel:
         raise ParameterError("parallel() needs at least one network")
     branches = []
     for i, net in enumerate(networks):
-        layers = _layers([net], f"parallel branch {i}")
-        if any(_is_layer(l) for l in layers):
-            raise ParameterError(f"parallel branch {i}: branches of convolutional networks are not supported")
-        branches.append(tuple(layers))
+        branches.append(tuple(_layers([net], f"parallel branch {i}")))
     return Parallel(tuple(branches))
 
 
@@ -207,7 +204,12 @@ def repeat(network, n: int) -> Network:
 
 
 def _has_spatial_layers(net) -> bool:
-    return any(_is_layer(l) for l in net.layers)
+    """A Conv/pooling layer anywhere in the network, inside parallel branches too."""
+    return _spatial(net.layers)
+
+
+def _spatial(layers) -> bool:
+    return any(_is_layer(l) or (isinstance(l, Parallel) and any(_spatial(br) for br in l.branches)) for l in layers)
 
 
 def _is_layer(obj) -> bool:

@@ -26,6 +26,7 @@ filters and pools per step; :func:`dualcalc.conv.image_program`).
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -287,8 +288,15 @@ class Builder:
                            kdot=sp.S.Zero if no_kdot else dual.ntk_rho, zero_ntk=no_kdot, name=name, act=act)
         return self._add(op, False, self.width[x])
 
-    def normalize(self, x, eps: float, label: str) -> int:
+    def accepts(self, layer) -> bool:  # noqa: ARG002 - the image builder accepts conv layers
+        """Whether a layer that is not a fully connected one lowers here (none do)."""
+        return False
+
+    def normalize(self, x, eps: float, label: str, axis=-1) -> int:
         x = self.one(x, label)
+        if axis not in (-1, 1):
+            raise ParameterError(f"{label}: a fully connected network's LayerNorm normalises its channels "
+                                 "(axis=-1); image axes such as (1, 2, 3) need a convolutional network")
         if not self.gaussian[x]:
             raise ParameterError(f"{label} needs Gaussian pre-activations (after a Dense layer, or a sum of "
                                  "them), as in neural-tangents; it follows an activation or a product here")
@@ -333,9 +341,16 @@ class Builder:
 class ImageOp:
     """One step of the image-kernel recursion, with its input and output shapes.
 
-    ``kind``: "conv" (w2, b2, fh, fw, ph, pw = padding before, in height/width), "act" (act),
-    "pool" (fh, fw = window), "flatten", "gap", "dense" (w2, b2).  ``hin, win`` / ``hout, wout``
-    are the image sizes before and after (0, 0 once the state is a number).
+    ``kind``: "conv" (w2, b2, fh, fw, strides sh, sw, ph, pw = padding before, in height/width),
+    "act" (act), "pool" (window fh, fw, strides sh, sw, padding before ph, pw, ``scale`` per
+    side: 1/(fh·fw) averages, 1 sums), "flatten", "gap" (``scale``: 1/P averages, 1 sums),
+    "dense" (w2, b2), "sum" / "prod" (FanInSum / FanInProd of ``srcs``), "norm" (LayerNorm
+    over the channels of each pixel: K[i, j] /= √((q_x(i)+ε)(q_y(j)+ε))), "norm_image"
+    (LayerNorm over the whole image: divide by √((q̄_x+ε)(q̄_y+ε)), q̄ the mean pixel variance).
+    ``hin, win`` / ``hout, wout`` are the image sizes before and after (0, 0 once the state is a
+    number).  ``srcs``: the registers the op reads (register r is op r's output, -1 the input
+    images); None is the op before it.  Padding after a window is whatever completes the last
+    window, (hout − 1)·sh + fh − hin − ph (negative: VALID rows that no window reaches).
     """
 
     kind: str
@@ -350,14 +365,33 @@ class ImageOp:
     ph: int = 0
     pw: int = 0
     act: object = field(default=None, compare=False)
+    srcs: tuple | None = None
+    sh: int = 1
+    sw: int = 1
+    scale: float | None = None
+    eps: float = 0.0
 
     @property
     def spatial(self) -> bool:
         return self.hin > 0
 
+    @property
+    def pool_scale(self) -> float:
+        """The factor per side of a "pool" or "gap" (None: the average)."""
+        if self.scale is not None:
+            return self.scale
+        return 1.0 / (self.fh * self.fw) if self.kind == "pool" else 1.0 / max(self.hin * self.win, 1)
+
+
+#: the kinds the generated Numba/CUDA conv passes run (codegen.conv_numba, codegen.conv_cuda)
+SERIAL_KINDS = ("conv", "dense", "act", "pool", "flatten", "gap")
+
 
 @dataclass(frozen=True)
 class ImageProgram:
+    """Operations (register i = op i; the last is the output) of a convolutional network for
+    images of height × width × channels."""
+
     ops: tuple[ImageOp, ...]
     height: int
     width: int
@@ -370,3 +404,37 @@ class ImageProgram:
     @property
     def act_ops(self) -> list[int]:
         return [i for i, op in enumerate(self.ops) if op.kind == "act"]
+
+    @property
+    def slot_ops(self) -> list[int]:
+        """The ops that read the images' own pixel variances (activations and LayerNorms)."""
+        return [i for i, op in enumerate(self.ops) if op.kind in ("act", "norm", "norm_image")]
+
+    def sources(self, i: int) -> tuple:
+        op = self.ops[i]
+        return (i - 1,) if op.srcs is None else tuple(op.srcs)
+
+    @property
+    def serial(self) -> bool:
+        """What the generated passes run: every op reads the one before it, and only stride-1
+        convolutions, stride = window average pools without padding, average global pools."""
+        return not self.unsupported
+
+    @property
+    def unsupported(self) -> list[str]:
+        """Why the program is not :attr:`serial` (empty when it is), one reason per op."""
+        out = []
+        for i, op in enumerate(self.ops):
+            if self.sources(i) != (i - 1,):
+                out.append(f"op {i} ({op.kind}) reads registers {self.sources(i)} (a branch)")
+            elif op.kind not in SERIAL_KINDS:
+                out.append(f"op {i} is a {op.kind}")
+            elif op.kind == "conv" and (op.sh, op.sw) != (1, 1):
+                out.append(f"op {i}: convolution with strides {(op.sh, op.sw)}")
+            elif op.kind == "pool" and ((op.sh, op.sw) != (op.fh, op.fw) or op.ph or op.pw
+                                        or op.hout != op.hin // op.fh or op.wout != op.win // op.fw):
+                out.append(f"op {i}: pooling with strides {(op.sh, op.sw)} ≠ window {(op.fh, op.fw)} or padding")
+            elif op.kind in ("pool", "gap") and op.scale is not None and not math.isclose(
+                    op.scale, 1.0 / (op.fh * op.fw) if op.kind == "pool" else 1.0 / (op.hin * op.win)):
+                out.append(f"op {i}: sum pooling")
+        return out

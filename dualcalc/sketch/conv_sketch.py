@@ -142,6 +142,10 @@ class ConvKernelSketch(TransformerMixin, BaseEstimator):
         self._check_params()
         X, _ = validate_images(X)
         prog = image_program(self.net, X.shape[1:])
+        if not prog.serial:
+            raise ParameterError("the CNTK sketch covers serial networks of stride-1 convolutions and stride = "
+                                 "window average pooling only, not this one (" + "; ".join(prog.unsupported[:3])
+                                 + "); use the exact kernel (network.kernel(X, backend='numpy'))")
         self.input_shape_ = tuple(X.shape[1:])
         rng = check_random_state(self.random_state)
         gen = np.random.default_rng(rng.randint(0, 2**63 - 1, dtype=np.int64))
