@@ -177,7 +177,8 @@ def image_tables(prog: ImageProgram, A: np.ndarray, want_ntk: bool = True, chunk
     ``chunk`` images, P×P numbers each), giving the diagonal (K(x, x), Θ(x, x)) and, for every
     activation (op index l), the per-pixel tables (q, √q, 1/√q, R) with q of shape (n, P)
     (or (n,) after Flatten) and R the Hermite coefficients r_l(q) (None for closed forms, or
-    when ``coefficients`` is False)."""
+    when ``coefficients`` is False); for a LayerNorm (v, √v, 1/√v, None) with v what it divides
+    by: q + ε per pixel (n, P) ("norm"), the mean pixel variance + ε per image (n,) ("norm_image")."""
     n = A.shape[0]
     Kd, Td = np.empty(n), np.zeros(n)
     rec: dict[int, list] = {}
@@ -196,7 +197,8 @@ def image_tables(prog: ImageProgram, A: np.ndarray, want_ntk: bool = True, chunk
             inv = np.where(s > 0, 1.0 / np.where(s > 0, s, 1.0), 0.0)
         op = prog.ops[l]
         if op.kind != "act":  # a LayerNorm: the tables of what it divides by, q + ε (or q̄ + ε)
-            v = np.ascontiguousarray(_norm_variance(op, q.reshape((q.shape[0], op.hin, op.win)) if q.ndim > 1 else q))
+            v = _norm_variance(op, q.reshape((q.shape[0], op.hin, op.win)) if q.ndim > 1 else q)
+            v = np.ascontiguousarray(v.reshape(q.shape) if op.kind == "norm" else v)  # (n, P), or (n,)
             tables[l] = (v, np.sqrt(v), 1.0 / np.sqrt(v), None)
             continue
         act = op.act

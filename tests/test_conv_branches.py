@@ -243,3 +243,22 @@ def test_dask_tiles_and_exports():
     nngp, ntk = (a.compute(scheduler="threads") for a in (k.nngp, k.ntk))
     assert rel(nngp, ref.nngp) < 1e-14 and rel(ntk, ref.ntk) < 1e-14
     assert dc.SumPool is SumPool and dc.GlobalSumPool is GlobalSumPool and callable(dc.wide_resnet)
+
+
+def test_self_pass_tables_of_layernorms():
+    """image_tables (the self pass the generated passes read) gives a LayerNorm's divisor v = q + ε per
+    pixel (n, P), q̄ + ε per image (n,), in chunks equal to the whole-batch recursion."""
+    from dualcalc.conv_reference import image_tables, self_recursion
+
+    net = dc.serial(Conv(1.5, 0.3), dc.LayerNorm(eps=0.1), "relu", Conv(1.2, 0.1, (3, 3), "SAME", (2, 2)),
+                    dc.LayerNorm(axis=(1, 2, 3), eps=0.05), "erf", Flatten(), dc.Dense(1.2, 0.1), dc.LayerNorm(),
+                    dc.Dense())
+    Z = np.concatenate([X, Y])
+    prog = image_program(net, Z.shape[1:])
+    Kd, Td, tables = image_tables(prog, Z, chunk=2)
+    K, T, q = self_recursion(prog, Z)
+    assert np.array_equal(Kd, K) and np.array_equal(Td, T)
+    n = Z.shape[0]
+    assert np.allclose(tables[1][0], q[1].reshape(n, -1) + 0.1, rtol=1e-15)
+    assert np.allclose(tables[4][0], q[4].reshape(n, -1).mean(axis=1) + 0.05, rtol=1e-15)
+    assert np.allclose(tables[8][2], 1 / np.sqrt(q[8] + 1e-12), rtol=1e-15) and tables[8][3] is None
