@@ -217,26 +217,3 @@ def _is_layer(obj) -> bool:
     return getattr(obj, "is_layer", False) is True
 
 
-def layer_program(net: Network) -> list[tuple]:
-    """The network as a flat program the emitters read.
-
-    ``("dense", W², b², std_width)`` with ``std_width`` None for the NTK parameterization
-    (else the previous width), and ``("act", Activation)``.
-    """
-    prog: list[tuple] = []
-    width = None  # None: the data dimension, filled at run time
-    for layer in net.layers:
-        if isinstance(layer, Dense):
-            std = None if layer.parameterization == "ntk" else (width if width is not None else "d")
-            prog.append(("dense", float(layer.W_std) ** 2, float(layer.b_std) ** 2, std))
-            width = layer.out_dim
-        elif isinstance(layer, Activation):
-            prog.append(("act", layer))
-        elif is_fc_layer(layer):
-            raise ParameterError(f"{describe_sequence([layer])[7:-1]}: the sketches run serial Dense/activation "
-                                 "networks only (branches and LayerNorm are exact-kernel layers for now)")
-        else:
-            prog.append(("layer", layer))
-    return prog
-
-
