@@ -8,83 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sympy as sp
-from sympy.printing.pycode import PythonCodePrinter
 
 from dualcalc.program import ImageOp as Op, ImageProgram
 from dualcalc.symbols import q1 as Q1, q2 as Q2, rho as RHO
 
+from .printers import NumbaPrinter, prepare, s1 as S1, s2 as S2
+
 # ---------------------------------------------------------------------------------------------
-# printing duals
-S1 = sp.Symbol("s1", positive=True)  # sqrt(q1), from a per-pixel table
-S2 = sp.Symbol("s2", positive=True)
-
-
-class SmallPowers:
-    """Printing rules both conv targets share (a mixin before the SymPy printer): numbers as
-    float literals, and small integer and half-integer powers as products and square roots
-    (no pow call in the inner loops).  A target sets ``SQRT`` and :meth:`_pow`."""
-
-    SQRT = "sqrt"
-
-    def _print_Rational(self, e):
-        return repr(float(e))
-
-    def _print_Half(self, e):
-        return "0.5"
-
-    def _print_Integer(self, e):
-        return repr(float(e))
-
-    def _pow(self, b, x) -> str:
-        raise NotImplementedError
-
-    def _print_Pow(self, e, rational=False):
-        b, x = e.args
-        if x == sp.S.Half:
-            return f"{self.SQRT}({self._print(b)})"
-        if x == -sp.S.Half:
-            return f"(1.0/{self.SQRT}({self._print(b)}))"
-        if x.is_Integer and 0 < int(x) <= 4:
-            s = self.parenthesize(b, 100)
-            return "*".join([s] * int(x)) if int(x) > 1 else s
-        if x.is_Integer and -4 <= int(x) < 0:
-            s = self.parenthesize(b, 100)
-            return "(1.0/(" + "*".join([s] * -int(x)) + "))"
-        return self._pow(b, x)
-
-
-class _Printer(SmallPowers, PythonCodePrinter):
-    """Python/`math` printer for Numba: floats as literals, fast acos/asin, small powers
-    as products."""
-
-    SQRT = "math.sqrt"
-
-    def _print_Pi(self, e):
-        return "math.pi"
-
-    def _print_Exp1(self, e):
-        return "math.e"
-
-    def _print_acos(self, e):
-        return f"_acos({self._print(e.args[0])})"
-
-    def _print_asin(self, e):
-        return f"_asin({self._print(e.args[0])})"
-
-    def _pow(self, b, x) -> str:
-        return f"({self._print(b)})**({self._print(x)})"
-
-
-def _split_sqrt(e):
-    """q1**(k/2) -> s1**k and q2**(k/2) -> s2**k (k odd): square roots of the variances come
-    from per-pixel tables instead of a sqrt per entry."""
-    if e.is_Pow and e.base in (Q1, Q2) and e.exp.is_Rational and e.exp.q == 2:
-        return (S1 if e.base == Q1 else S2) ** int(e.exp * 2)
-    if e.args:
-        return e.func(*[_split_sqrt(a) for a in e.args])
-    return e
-
-
+# printing duals, with the printers of the fully connected targets (codegen/printers.py)
 @dataclass
 class DualCode:
     """Printed dual of one activation: lines hoisted per x-pixel (they depend on q1, s1 only)
@@ -105,29 +36,30 @@ def _deps(expr, known: dict) -> frozenset:
     return frozenset(out)
 
 
-def print_dual(act, want_ntk: bool, prefix: str, printer=None, assign="{} = {}") -> DualCode:
-    """The dual's lines for the generated kernels (``printer``/``assign``: the target language;
-    default Python for Numba)."""
+def print_dual(act, want_ntk: bool, prefix: str, printer=None) -> DualCode:
+    """The dual's lines for the generated kernels in the language of ``printer`` (a
+    :class:`~codegen.printers.NumbaPrinter` by default, or a ``CudaPrinter``); the helpers
+    the lines call are recorded in ``printer.helpers_used``."""
     dual = act.dual
     zero_ntk = dual.ntk_convention == "zero-a.e."
     if dual.method != "closed-form":
         return DualCode([], [], True, "hermite", zero_ntk, frozenset({Q1, Q2, S1, S2}))
-    exprs = [_split_sqrt(dual.nngp_rho)]
+    exprs = [prepare(dual.nngp_rho)]
     if want_ntk and not zero_ntk:
-        exprs.append(_split_sqrt(dual.ntk_rho))
+        exprs.append(prepare(dual.ntk_rho))
     syms = sp.numbered_symbols(prefix)
     repl, red = sp.cse(exprs, symbols=syms, optimizations="basic")
-    p = printer or _Printer()
+    p = printer if printer is not None else NumbaPrinter()
     known: dict = {}
     hoist, body = [], []
     for s, e in repl:
         d = _deps(e, known)
         known[s] = d
-        line = assign.format(s, p.doprint(e))
+        line = p.statement(str(s), p.doprint(e))
         (hoist if d <= {Q1, S1} else body).append(line)
-    body.append(assign.format("k_", p.doprint(red[0])).replace("const double k_", "k_"))
+    body.append(p.statement("k_", p.doprint(red[0]), declare=False))
     if want_ntk:
-        body.append(assign.format("kd_", "0.0" if zero_ntk else p.doprint(red[1])).replace("const double kd_", "kd_"))
+        body.append(p.statement("kd_", p.doprint(sp.Float(0.0)) if zero_ntk else p.doprint(red[1]), declare=False))
     uses = frozenset().union(*(e.free_symbols for e in exprs))
     return DualCode(hoist, body, RHO in uses, "closed", zero_ntk, uses)
 

@@ -13,6 +13,9 @@ its class name) as a call of the scalar Genz Φ₂ of :mod:`codegen.mathlib` and
 Both print constants as literals (no ``M_PI``), small integer powers as products,
 half-integer powers through ``sqrt``, and guard ``sqrt`` of expressions that are
 non-negative only mathematically (round-off can make them −1e−17): ``sqrt(max(e, 0))``.
+They are the only printers of the Numba and CUDA targets, fully connected and convolutional
+alike; :meth:`~NumbaPrinter.statement` and :meth:`~NumbaPrinter.helper_source` give a target
+the assignment syntax and the text of the helpers its printed duals call.
 
 :func:`dual_body` runs common-subexpression elimination over k and k̇ *together*
 (they share θ, √(q1q2−c²), …) and returns the statements of one dual function.
@@ -27,6 +30,8 @@ from sympy.printing.c import C99CodePrinter
 from sympy.printing.pycode import PythonCodePrinter
 
 from dualcalc.symbols import c, q1, q2, rho
+
+from . import mathlib
 
 #: Per-point square roots of the variances, substituted for sqrt(q1), sqrt(q2).
 s1 = sp.Symbol("s1", positive=True)
@@ -153,6 +158,31 @@ class NumbaPrinter(_Common, PythonCodePrinter):
         super().__init__(dict(settings or {}, fully_qualified_modules=True))
         self.helpers_used: set[str] = set()
 
+    def statement(self, name: str, text: str, declare: bool = True) -> str:
+        """``name = text`` (``declare`` matters only in C)."""
+        return f"{name} = {text}"
+
+    def helper_names(self, skip=()) -> list[str]:
+        """The :mod:`codegen.mathlib` helpers that the printed text calls, with the helpers
+        they call, in emission order (callees first); ``skip``: names the module defines
+        itself (their callees are not added for them)."""
+        need: set[str] = set()
+
+        def add(h):
+            if h not in need and h not in skip:
+                need.add(h)
+                for dep in mathlib.NUMBA_HELPER_DEPS.get(h, ()):
+                    add(dep)
+
+        for h in self.helpers_used:
+            add(h)
+        return [h for h in mathlib.NUMBA_HELPER_ORDER if h in need]
+
+    def helper_source(self, skip=()) -> str:
+        """Numba source of :meth:`helper_names` (``_exp`` needs ``bits_to_f64`` of
+        :mod:`codegen.numba_support` imported by the module)."""
+        return "".join(mathlib.NUMBA_HELPERS[h] for h in self.helper_names(skip))
+
     def _lit(self, value: float) -> str:
         if math.isinf(value):
             return "math.inf" if value > 0 else "-math.inf"
@@ -222,8 +252,17 @@ class CudaPrinter(_Common, C99CodePrinter):
         if precision not in ("double", "float"):
             raise ValueError("precision must be 'double' or 'float'")
         self.precision = precision
-        super().__init__(dict(settings or {}))
+        # constants are printed as literals: no M_PI-style macros (NVRTC and C++ lack them)
+        super().__init__(dict({"math_macros": {}}, **(settings or {})))
         self.helpers_used: set[str] = set()  # "phi2": the __device__ Φ₂ of codegen.mathlib.cuda_phi2
+
+    def statement(self, name: str, text: str, declare: bool = True) -> str:
+        """``const T name = text;``, or ``name = text;`` for a variable declared before."""
+        return f"const {self.ctype} {name} = {text};" if declare else f"{name} = {text};"
+
+    def helper_source(self) -> str:
+        """``__device__`` source of the helpers the printed text calls (Φ₂ in this precision)."""
+        return mathlib.cuda_phi2(self.precision) if "phi2" in self.helpers_used else ""
 
     @property
     def ctype(self) -> str:
