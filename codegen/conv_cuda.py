@@ -22,21 +22,16 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from dualcalc.program import ImageProgram
-from dualcalc.errors import BackendError
 from dualcalc.symbols import q2 as Q2
 
-from .cuda_env import CXX_STD, DEFAULT_ARCH, compile_ptx as nvrtc_ptx, gpu_available, require_gpu
+from .cuda_env import (CXX_STD, DEFAULT_ARCH, compile_for_cpu, compile_ptx as nvrtc_ptx,  # noqa: F401 - cxx_compiler
+                       cxx_compiler, gpu_available, require_gpu)
 from .conv_plan import S2, DualCode, _group, _span_of, print_dual
 from .printers import CudaPrinter
 
@@ -456,10 +451,6 @@ _LOCK = threading.Lock()
 _EMU: dict[str, object] = {}
 
 
-def cxx_compiler() -> str | None:
-    return os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
-
-
 class _Emulated:
     """The CUDA source compiled for the CPU (-DDC_CPU_EMULATION), called through ctypes."""
 
@@ -493,18 +484,8 @@ def emulator(gen: CudaGenerated):
     with _LOCK:
         if gen.name in _EMU:
             return _EMU[gen.name]
-        cxx = cxx_compiler()
-        if cxx is None:
-            raise BackendError("no C++ compiler found to emulate the CUDA source on the CPU")
-        d = Path(tempfile.mkdtemp(prefix="dualcalc_cuda_emu_"))
-        src = d / f"{gen.name}.cpp"
-        src.write_text(gen.source)
-        lib = d / f"{gen.name}.so"
-        r = subprocess.run([cxx, "-O1", "-shared", "-fPIC", "-DDC_CPU_EMULATION", "-x", "c++", str(src), "-o", str(lib)],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            raise BackendError(f"the generated CUDA source does not compile for CPU emulation:\n{r.stderr[-4000:]}")
-        emu = _Emulated(gen, ctypes.CDLL(str(lib)))
+        lib = compile_for_cpu(gen.source, gen.name, defines=("DC_CPU_EMULATION",))
+        emu = _Emulated(gen, lib)
         _EMU[gen.name] = emu
         return emu
 

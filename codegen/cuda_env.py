@@ -112,7 +112,7 @@ def cxx_compiler() -> str | None:
     return os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
 
 
-def compile_for_cpu(source: str, name: str):
+def compile_for_cpu(source: str, name: str, defines=()):
     """``source`` (CUDA C written for :data:`CPU_PRELUDE`, with ``extern "C"`` launchers) built as a
     shared library by the host compiler and loaded with ctypes: the tests' way to run generated CUDA
     without a GPU.  A missing compiler or a compile error is a :class:`BackendError`."""
@@ -124,7 +124,8 @@ def compile_for_cpu(source: str, name: str):
     d = Path(tempfile.mkdtemp(prefix="dualcalc_cuda_emu_"))
     src, lib = d / f"{name}.cpp", d / f"{name}.so"
     src.write_text(source)
-    r = subprocess.run([cxx, "-O1", "-shared", "-fPIC", "-x", "c++", str(src), "-o", str(lib)],
+    flags = [f"-D{d}" for d in defines]
+    r = subprocess.run([cxx, "-O1", "-shared", "-fPIC", *flags, "-x", "c++", str(src), "-o", str(lib)],
                        capture_output=True, text=True)
     if r.returncode != 0:
         raise BackendError(f"the generated CUDA source does not compile for CPU emulation:\n{r.stderr[-4000:]}")
