@@ -35,8 +35,7 @@ import numpy as np
 from .bounds import MAX_STD
 from .errors import InputError, ParameterError
 from .layers import lower_sequence
-from .program import Builder, ImageOp as Op, ImageProgram, Sum
-from .warn import warn
+from .program import Builder, ImageOp as Op, ImageProgram, Sum, warn_dependent
 
 
 def _std(v, name: str, layer: str) -> float:
@@ -333,14 +332,7 @@ class ImageBuilder:
             sizes = ", ".join("a number" if s[0] == 0 else f"{s[0]}×{s[1]}" for s in shapes)
             raise ParameterError(f"{label}: the branches end in different image sizes ({sizes}); a strided "
                                  "branch needs a shortcut with the same strides, e.g. Conv(..., strides=(2, 2))")
-        shared = [(i, j) for i in range(len(x)) for j in range(i + 1, len(x)) if self.roots[x[i]] & self.roots[x[j]]]
-        if shared:
-            i, j = shared[0]
-            warn(f"{label}: branches {i} and {j} read the same pre-activations with no Conv or Dense of their own "
-                 "in between, so in a finite network they are dependent; the kernel (neural-tangents' formula, "
-                 "which assumes independent branches) does not describe that network. Give each branch a Conv "
-                 "layer (a residual block's Identity shortcut is fine when the other branch has one)",
-                 key=("dependent-branches", label, i, j))
+        warn_dependent(self.roots, x, label, "Conv or Dense")
         h, w = shapes[0]
         is_sum = kind is Sum
         return self._add(Op("sum" if is_sum else "prod", h, w, h, w), x,

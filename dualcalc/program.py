@@ -215,6 +215,19 @@ class Program:
         return "\n".join(parts)
 
 
+def warn_dependent(roots: list, x: tuple, label: str, layer: str) -> None:
+    """Warn when two branches of a fan-in share a root (pre-activations reached without fresh
+    ``layer`` weights in between): the fan-in formulas assume independent branches."""
+    shared = [(i, j) for i in range(len(x)) for j in range(i + 1, len(x)) if roots[x[i]] & roots[x[j]]]
+    if shared:
+        i, j = shared[0]
+        warn(f"{label}: branches {i} and {j} read the same pre-activations with no {layer} of their own in "
+             "between, so in a finite network they are dependent; the kernel (neural-tangents' formula, "
+             f"which assumes independent branches) does not describe that network. Give each branch a "
+             f"{layer} layer (a residual block's Identity shortcut is fine when the other branch has one)",
+             key=("dependent-branches", label, i, j))
+
+
 def _ident(label: str) -> str:
     s = re.sub(r"[^0-9a-zA-Z_]+", "_", label).strip("_").lower()
     return (s[:24] or "act") if not s[:1].isdigit() else "a_" + s[:22]
@@ -318,14 +331,7 @@ class Builder:
         if width == "same":
             widths = {self.width[r] for r in x}
             width = widths.pop() if len(widths) == 1 else None
-        shared = [(i, j) for i in range(len(x)) for j in range(i + 1, len(x)) if self.roots[x[i]] & self.roots[x[j]]]
-        if shared:
-            i, j = shared[0]
-            warn(f"{label}: branches {i} and {j} read the same pre-activations with no Dense of their own in "
-                 "between, so in a finite network they are dependent; the kernel (neural-tangents' formula, "
-                 "which assumes independent branches) does not describe that network. Give each branch a "
-                 "Dense layer (a residual block's Identity shortcut is fine when the other branch has one)",
-                 key=("dependent-branches", label, i, j))
+        warn_dependent(self.roots, x, label, "Dense")
         gaussian = all(self.gaussian[r] for r in x) if kind is Sum else (len(x) == 1 and self.gaussian[x[0]])
         op = kind(tuple(x), label) if weights is None else kind(tuple(x), label, tuple(float(w) for w in weights))
         return self._add(op, gaussian, width)
